@@ -1,0 +1,14 @@
+//! Pure types and rules of the registry, with no I/O and no async: digests and hashing,
+//! repository and tag names, manifest parsing and validation, OCI error codes, byte ranges and
+//! the configuration tree. Everything here is unit- and property-tested in place.
+
+pub mod config;
+pub mod digest;
+pub mod error;
+pub mod manifest;
+pub mod name;
+pub mod range;
+
+pub use digest::{Algorithm, Digest, Digester};
+pub use error::{ErrorCode, OciError};
+pub use name::{Reference, RepoName, TagName};

@@ -1,0 +1,131 @@
+"""Shared fixtures for the black-box suites: a real `berth` process (or any registry URL).
+
+`registry` starts `berth serve` on a free loopback port with a fresh data directory, once per
+test session. Set REGISTRY_URL=http://host:port to point the suites at a registry that is
+already running instead (for example Distribution, to check a test itself). BERTH_BIN picks the
+binary (default: target/debug/berth). When the registry needs credentials, REGISTRY_USER and
+REGISTRY_PASSWORD carry them and every suite must pass them to its clients.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require_tool(name: str) -> str:
+    """Path of an external tool; a missing tool fails under CI=true and skips elsewhere."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (scripts/install-test-deps.sh installs it)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return  # any HTTP answer (401 with auth on) means it is up
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@dataclass
+class Registry:
+    url: str  # http://127.0.0.1:PORT
+    host: str  # 127.0.0.1:PORT, as clients name it in image references
+    user: str | None = None
+    password: str | None = None
+    data_dir: Path | None = None
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+    log_path: Path | None = None
+
+    @property
+    def creds(self) -> tuple[str, str] | None:
+        return (self.user, self.password) if self.user else None
+
+
+def start_berth(tmp: Path, extra_args: list[str] | None = None, env: dict | None = None) -> Registry:
+    binary = os.environ.get("BERTH_BIN", str(ROOT / "target" / "debug" / "berth"))
+    if not Path(binary).exists():
+        pytest.fail(f"berth binary not found at {binary}: run `cargo build` first")
+    port = free_port()
+    data_dir = tmp / "data"
+    log_path = tmp / "berth.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir), *(extra_args or [])],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/v2/")
+    except OSError:
+        proc.kill()
+        raise RuntimeError(f"berth did not start; log:\n{log_path.read_text(errors='replace')}")
+    return Registry(
+        url=url,
+        host=f"127.0.0.1:{port}",
+        user=os.environ.get("REGISTRY_USER"),
+        password=os.environ.get("REGISTRY_PASSWORD"),
+        data_dir=data_dir,
+        proc=proc,
+        log_path=log_path,
+    )
+
+
+def stop_berth(reg: Registry) -> None:
+    if reg.proc is not None and reg.proc.poll() is None:
+        reg.proc.terminate()
+        try:
+            reg.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            reg.proc.kill()
+            reg.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def registry():
+    url = os.environ.get("REGISTRY_URL")
+    if url:
+        host = url.split("://", 1)[1].rstrip("/")
+        yield Registry(
+            url=url.rstrip("/"),
+            host=host,
+            user=os.environ.get("REGISTRY_USER"),
+            password=os.environ.get("REGISTRY_PASSWORD"),
+        )
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="berth-e2e-"))
+    reg = start_berth(tmp)
+    yield reg
+    stop_berth(reg)
+    if reg.proc is not None and reg.proc.returncode not in (0, None):
+        print(f"berth exited with {reg.proc.returncode}; log at {reg.log_path}")
