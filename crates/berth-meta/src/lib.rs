@@ -1,1 +1,675 @@
-//! placeholder
+//! MetaStore: everything but blob bytes. Repositories, blob rows and their per-repository
+//! links, upload sessions, manifests with their references, and tags, in SQLite (the embedded
+//! mode). All SQL of the registry lives in this crate.
+//!
+//! SQLite runs in WAL mode with `synchronous=FULL`. Writes go through a pool of one
+//! connection and every read-then-write transaction starts with `BEGIN IMMEDIATE`, so a
+//! decision taken on a read cannot be invalidated before its write commits, and no deferred
+//! transaction ever fails to upgrade its lock (which a client would see as a 500).
+
+mod schema;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use berth_core::{Digest, RepoName};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, Sqlite, Transaction};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = MetaError> = std::result::Result<T, E>;
+
+/// Milliseconds since the epoch: the one time unit of the schema.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// A live blob as a repository sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRow {
+    pub digest: Digest,
+    pub generation: String,
+    pub size: u64,
+    pub touched_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRow {
+    pub id: String,
+    pub repo_id: i64,
+    pub offset: u64,
+    pub hash_state: Vec<u8>,
+    pub updated_at: i64,
+}
+
+/// A manifest to store, with what it references.
+#[derive(Debug, Clone)]
+pub struct NewManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub artifact_type: Option<String>,
+    pub payload: Vec<u8>,
+    pub subject: Option<Digest>,
+    pub config_digest: Option<Digest>,
+    pub annotations: Option<String>,
+    /// Blobs (config and distributable layers) with the sizes their descriptors claim.
+    pub blobs: Vec<(Digest, u64)>,
+    /// Child manifests of an index, with the sizes their descriptors claim.
+    pub children: Vec<(Digest, u64)>,
+    pub pushed_by: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestRow {
+    pub digest: Digest,
+    pub media_type: String,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferrerRow {
+    pub digest: Digest,
+    pub media_type: String,
+    pub artifact_type: Option<String>,
+    pub size: u64,
+    pub annotations: Option<String>,
+}
+
+/// Why a manifest could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum PutManifestError {
+    #[error("blob {0} is not in this repository")]
+    MissingBlob(Digest),
+    #[error("manifest {0} is not in this repository")]
+    MissingManifest(Digest),
+    #[error("descriptor of {digest} says {claimed} bytes but the stored content has {actual}")]
+    SizeMismatch { digest: Digest, claimed: u64, actual: u64 },
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+}
+
+impl From<sqlx::Error> for PutManifestError {
+    fn from(e: sqlx::Error) -> Self {
+        PutManifestError::Meta(MetaError::Db(e))
+    }
+}
+
+/// What committing an upload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// This upload's bytes became the live generation.
+    Stored,
+    /// A live generation already existed (deduplicated); the upload's bytes are not needed.
+    AlreadyLive { generation: String },
+}
+
+#[derive(Clone)]
+pub struct MetaStore {
+    read: SqlitePool,
+    write: SqlitePool,
+}
+
+fn parse_digest(s: &str) -> Result<Digest> {
+    Digest::from_str(s).map_err(|e| MetaError::Corrupt(format!("{s:?}: {e}")))
+}
+
+impl MetaStore {
+    /// Opens (creating if needed) the SQLite database at `path` and applies migrations.
+    pub async fn open_sqlite(path: &Path) -> Result<MetaStore> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        schema::migrator().run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .connect_with(opts.read_only(true))
+            .await?;
+        Ok(MetaStore { read, write })
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.write.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+
+    /// Liveness of the database, for readiness probes.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    // ---- repositories ----
+
+    pub async fn repo_id(&self, name: &RepoName) -> Result<Option<i64>> {
+        let id = sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(id)
+    }
+
+    /// The repository's id, creating it (and its project) on first use.
+    pub async fn ensure_repo(&self, name: &RepoName) -> Result<i64> {
+        if let Some(id) = self.repo_id(name).await? {
+            return Ok(id);
+        }
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        sqlx::query("INSERT INTO projects (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name.project())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO repositories (project_id, name, created_at)
+             SELECT id, $2, $3 FROM projects WHERE name = $1
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name.project())
+        .bind(name.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let id: i64 = sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Repository names after `last`, in bytewise order, at most `n`.
+    pub async fn list_repos(&self, last: Option<&str>, n: u32) -> Result<Vec<String>> {
+        let rows = sqlx::query_scalar(
+            "SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2",
+        )
+        .bind(last.unwrap_or(""))
+        .bind(n as i64)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows)
+    }
+
+    // ---- blobs ----
+
+    /// The live blob `digest` if it is linked into repository `repo_id`.
+    pub async fn blob_in_repo(&self, repo_id: i64, digest: &Digest) -> Result<Option<BlobRow>> {
+        let row = sqlx::query(
+            "SELECT b.generation, b.size, b.touched_at FROM repo_blobs rb
+             JOIN blobs b ON b.digest = rb.digest AND b.state = 'live'
+             WHERE rb.repo_id = $1 AND rb.digest = $2",
+        )
+        .bind(repo_id)
+        .bind(digest.to_string())
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(|r| BlobRow {
+            digest: digest.clone(),
+            generation: r.get(0),
+            size: r.get::<i64, _>(1) as u64,
+            touched_at: r.get(2),
+        }))
+    }
+
+    /// The live blob `digest`, whatever repository holds it.
+    pub async fn live_blob(&self, digest: &Digest) -> Result<Option<BlobRow>> {
+        let row = sqlx::query("SELECT generation, size, touched_at FROM blobs WHERE digest = $1 AND state = 'live'")
+            .bind(digest.to_string())
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(|r| BlobRow {
+            digest: digest.clone(),
+            generation: r.get(0),
+            size: r.get::<i64, _>(1) as u64,
+            touched_at: r.get(2),
+        }))
+    }
+
+    /// Names of the repositories that hold a link to `digest`.
+    pub async fn repos_with_blob(&self, digest: &Digest) -> Result<Vec<String>> {
+        let rows = sqlx::query_scalar(
+            "SELECT r.name FROM repo_blobs rb JOIN repositories r ON r.id = rb.repo_id
+             WHERE rb.digest = $1 ORDER BY r.name",
+        )
+        .bind(digest.to_string())
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows)
+    }
+
+    /// Records that a client relied on a blob (HEAD, GET, mount), so garbage collection keeps
+    /// it through the grace period. Callers only call this when the stored time is stale, so
+    /// pulls do not write on every request.
+    pub async fn touch_blob(&self, digest: &Digest, now: i64) -> Result<()> {
+        sqlx::query("UPDATE blobs SET touched_at = $2 WHERE digest = $1 AND state = 'live' AND touched_at < $2")
+            .bind(digest.to_string())
+            .bind(now)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Links a live blob into a repository (a cross-repository mount). False if no live blob.
+    pub async fn link_blob(&self, repo_id: i64, digest: &Digest) -> Result<bool> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let live: Option<i64> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = $1 AND state = 'live'")
+            .bind(digest.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if live.is_none() {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO repo_blobs (repo_id, digest, linked_at) VALUES ($1, $2, $3)
+             ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
+        )
+        .bind(repo_id)
+        .bind(digest.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE blobs SET touched_at = $2 WHERE digest = $1 AND state = 'live'")
+            .bind(digest.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Removes a blob's link from a repository. False if it was not linked.
+    pub async fn unlink_blob(&self, repo_id: i64, digest: &Digest) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM repo_blobs WHERE repo_id = $1 AND digest = $2")
+            .bind(repo_id)
+            .bind(digest.to_string())
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    // ---- uploads ----
+
+    pub async fn create_upload(&self, id: &str, repo_id: i64, hash_state: &[u8]) -> Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO uploads (id, repo_id, \"offset\", hash_state, created_at, updated_at)
+             VALUES ($1, $2, 0, $3, $4, $4)",
+        )
+        .bind(id)
+        .bind(repo_id)
+        .bind(hash_state)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_upload(&self, id: &str) -> Result<Option<UploadRow>> {
+        let row = sqlx::query("SELECT repo_id, \"offset\", hash_state, updated_at FROM uploads WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.write)
+            .await?;
+        Ok(row.map(|r| UploadRow {
+            id: id.to_owned(),
+            repo_id: r.get(0),
+            offset: r.get::<i64, _>(1) as u64,
+            hash_state: r.get(2),
+            updated_at: r.get(3),
+        }))
+    }
+
+    /// Records a durable append: moves the session from `old_offset` to `new_offset`. False
+    /// when the session is gone or another request moved it first (that request won).
+    pub async fn advance_upload(&self, id: &str, old_offset: u64, new_offset: u64, hash_state: &[u8]) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE uploads SET \"offset\" = $3, hash_state = $4, updated_at = $5
+             WHERE id = $1 AND \"offset\" = $2",
+        )
+        .bind(id)
+        .bind(old_offset as i64)
+        .bind(new_offset as i64)
+        .bind(hash_state)
+        .bind(now_ms())
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn delete_upload(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&self.write).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Turns a finished upload into a blob linked to its repository, in one transaction: the
+    /// upload row goes, the blob row appears (unless a live generation of the digest exists,
+    /// which is then shared), and the repository link is written. Call only after the bytes
+    /// are durable at `generation`.
+    pub async fn commit_blob(
+        &self,
+        upload_id: &str,
+        repo_id: i64,
+        digest: &Digest,
+        generation: &str,
+        size: u64,
+    ) -> Result<CommitOutcome> {
+        let now = now_ms();
+        let d = digest.to_string();
+        let mut tx = self.begin_write().await?;
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT generation FROM blobs WHERE digest = $1 AND state = 'live'")
+                .bind(&d)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let outcome = match existing {
+            Some(generation) => {
+                sqlx::query("UPDATE blobs SET touched_at = $2 WHERE digest = $1 AND state = 'live'")
+                    .bind(&d)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                CommitOutcome::AlreadyLive { generation }
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO blobs (digest, generation, size, state, created_at, touched_at)
+                     VALUES ($1, $2, $3, 'live', $4, $4)",
+                )
+                .bind(&d)
+                .bind(generation)
+                .bind(size as i64)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                CommitOutcome::Stored
+            }
+        };
+        sqlx::query(
+            "INSERT INTO repo_blobs (repo_id, digest, linked_at) VALUES ($1, $2, $3)
+             ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
+        )
+        .bind(repo_id)
+        .bind(&d)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM uploads WHERE id = $1").bind(upload_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    // ---- manifests and tags ----
+
+    /// Stores a manifest and optionally points a tag at it, in one transaction that first
+    /// checks every referenced blob and child manifest is present (and live) in the repository.
+    pub async fn put_manifest(
+        &self,
+        repo_id: i64,
+        m: &NewManifest,
+        tag: Option<&str>,
+    ) -> Result<(), PutManifestError> {
+        let now = now_ms();
+        let digest = m.digest.to_string();
+        let mut tx = self.begin_write().await?;
+        for (blob, claimed) in &m.blobs {
+            let size: Option<i64> = sqlx::query_scalar(
+                "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest AND b.state = 'live'
+                 WHERE rb.repo_id = $1 AND rb.digest = $2",
+            )
+            .bind(repo_id)
+            .bind(blob.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            match size {
+                None => return Err(PutManifestError::MissingBlob(blob.clone())),
+                Some(actual) if actual as u64 != *claimed => {
+                    return Err(PutManifestError::SizeMismatch {
+                        digest: blob.clone(),
+                        claimed: *claimed,
+                        actual: actual as u64,
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        for (child, claimed) in &m.children {
+            let size: Option<i64> = sqlx::query_scalar("SELECT size FROM manifests WHERE repo_id = $1 AND digest = $2")
+                .bind(repo_id)
+                .bind(child.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+            match size {
+                None => return Err(PutManifestError::MissingManifest(child.clone())),
+                Some(actual) if actual as u64 != *claimed => {
+                    return Err(PutManifestError::SizeMismatch {
+                        digest: child.clone(),
+                        claimed: *claimed,
+                        actual: actual as u64,
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, size, payload, subject,
+                                    config_digest, annotations, created_at, untagged_at, pushed_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             ON CONFLICT (repo_id, digest) DO NOTHING",
+        )
+        .bind(repo_id)
+        .bind(&digest)
+        .bind(&m.media_type)
+        .bind(&m.artifact_type)
+        .bind(m.payload.len() as i64)
+        .bind(&m.payload)
+        .bind(m.subject.as_ref().map(|d| d.to_string()))
+        .bind(m.config_digest.as_ref().map(|d| d.to_string()))
+        .bind(&m.annotations)
+        .bind(now)
+        .bind(if tag.is_some() { None } else { Some(now) })
+        .bind(&m.pushed_by)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if inserted {
+            for (blob, _) in &m.blobs {
+                sqlx::query("INSERT INTO manifest_refs (repo_id, manifest, blob) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                    .bind(repo_id)
+                    .bind(&digest)
+                    .bind(blob.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (child, _) in &m.children {
+                sqlx::query(
+                    "INSERT INTO manifest_children (repo_id, parent, child) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                )
+                .bind(repo_id)
+                .bind(&digest)
+                .bind(child.to_string())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        if let Some(tag) = tag {
+            let previous: Option<String> = sqlx::query_scalar("SELECT digest FROM tags WHERE repo_id = $1 AND name = $2")
+                .bind(repo_id)
+                .bind(tag)
+                .fetch_optional(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+            )
+            .bind(repo_id)
+            .bind(tag)
+            .bind(&digest)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE manifests SET untagged_at = NULL WHERE repo_id = $1 AND digest = $2")
+                .bind(repo_id)
+                .bind(&digest)
+                .execute(&mut *tx)
+                .await?;
+            if let Some(prev) = previous.filter(|p| *p != digest) {
+                mark_untagged_if_orphan(&mut tx, repo_id, &prev, now).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn resolve_tag(&self, repo_id: i64, tag: &str) -> Result<Option<Digest>> {
+        let d: Option<String> = sqlx::query_scalar("SELECT digest FROM tags WHERE repo_id = $1 AND name = $2")
+            .bind(repo_id)
+            .bind(tag)
+            .fetch_optional(&self.read)
+            .await?;
+        d.as_deref().map(parse_digest).transpose()
+    }
+
+    pub async fn get_manifest(&self, repo_id: i64, digest: &Digest) -> Result<Option<ManifestRow>> {
+        let row = sqlx::query("SELECT media_type, payload FROM manifests WHERE repo_id = $1 AND digest = $2")
+            .bind(repo_id)
+            .bind(digest.to_string())
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(|r| ManifestRow { digest: digest.clone(), media_type: r.get(0), payload: r.get(1) }))
+    }
+
+    /// Deletes a manifest with its tags and reference rows. False if it did not exist.
+    pub async fn delete_manifest(&self, repo_id: i64, digest: &Digest) -> Result<bool> {
+        let d = digest.to_string();
+        let mut tx = self.begin_write().await?;
+        let gone = sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
+            .bind(repo_id)
+            .bind(&d)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if gone {
+            for sql in [
+                "DELETE FROM tags WHERE repo_id = $1 AND digest = $2",
+                "DELETE FROM manifest_refs WHERE repo_id = $1 AND manifest = $2",
+                "DELETE FROM manifest_children WHERE repo_id = $1 AND parent = $2",
+            ] {
+                sqlx::query(sql).bind(repo_id).bind(&d).execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(gone)
+    }
+
+    /// Deletes a tag (the manifest stays). False if there was no such tag.
+    pub async fn delete_tag(&self, repo_id: i64, tag: &str) -> Result<bool> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let digest: Option<String> = sqlx::query_scalar("DELETE FROM tags WHERE repo_id = $1 AND name = $2 RETURNING digest")
+            .bind(repo_id)
+            .bind(tag)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(d) = &digest {
+            mark_untagged_if_orphan(&mut tx, repo_id, d, now).await?;
+        }
+        tx.commit().await?;
+        Ok(digest.is_some())
+    }
+
+    /// Tags of a repository after `last`, in bytewise order, at most `n`.
+    pub async fn list_tags(&self, repo_id: i64, last: Option<&str>, n: u32) -> Result<Vec<String>> {
+        let rows = sqlx::query_scalar("SELECT name FROM tags WHERE repo_id = $1 AND name > $2 ORDER BY name LIMIT $3")
+            .bind(repo_id)
+            .bind(last.unwrap_or(""))
+            .bind(n as i64)
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows)
+    }
+
+    /// Manifests of the repository whose `subject` is `subject`, ordered by digest, after
+    /// `last`, optionally only those of one artifact type.
+    pub async fn referrers(
+        &self,
+        repo_id: i64,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+        last: Option<&str>,
+        n: u32,
+    ) -> Result<Vec<ReferrerRow>> {
+        let rows = sqlx::query(
+            "SELECT digest, media_type, artifact_type, size, annotations FROM manifests
+             WHERE repo_id = $1 AND subject = $2 AND digest > $3
+               AND ($4 IS NULL OR artifact_type = $4)
+             ORDER BY digest LIMIT $5",
+        )
+        .bind(repo_id)
+        .bind(subject.to_string())
+        .bind(last.unwrap_or(""))
+        .bind(artifact_type)
+        .bind(n as i64)
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(ReferrerRow {
+                    digest: parse_digest(r.get::<&str, _>(0))?,
+                    media_type: r.get(1),
+                    artifact_type: r.get(2),
+                    size: r.get::<i64, _>(3) as u64,
+                    annotations: r.get(4),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Marks a manifest as untagged (for the untagged-manifest policy) if no tag points at it.
+async fn mark_untagged_if_orphan(
+    tx: &mut Transaction<'static, Sqlite>,
+    repo_id: i64,
+    digest: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE manifests SET untagged_at = $3
+         WHERE repo_id = $1 AND digest = $2 AND untagged_at IS NULL
+           AND NOT EXISTS (SELECT 1 FROM tags WHERE repo_id = $1 AND digest = $2)",
+    )
+    .bind(repo_id)
+    .bind(digest)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
