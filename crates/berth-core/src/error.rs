@@ -26,6 +26,8 @@ pub enum ErrorCode {
     Internal,
     /// Not in the spec's table: the request conflicts with current state (409).
     Conflict,
+    /// Distribution's code for an `n` that is not a non-negative integer (400).
+    PaginationNumberInvalid,
 }
 
 impl ErrorCode {
@@ -48,6 +50,7 @@ impl ErrorCode {
             ErrorCode::RangeInvalid => "BLOB_UPLOAD_INVALID",
             ErrorCode::Internal => "UNKNOWN",
             ErrorCode::Conflict => "DENIED",
+            ErrorCode::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
         }
     }
 
@@ -63,7 +66,8 @@ impl ErrorCode {
             | ErrorCode::ManifestBlobUnknown
             | ErrorCode::ManifestInvalid
             | ErrorCode::NameInvalid
-            | ErrorCode::SizeInvalid => 400,
+            | ErrorCode::SizeInvalid
+            | ErrorCode::PaginationNumberInvalid => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Denied => 403,
             ErrorCode::Unsupported => 405,

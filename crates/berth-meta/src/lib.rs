@@ -111,6 +111,8 @@ pub enum CommitOutcome {
     Stored,
     /// A live generation already existed (deduplicated); the upload's bytes are not needed.
     AlreadyLive { generation: String },
+    /// No live generation exists and the caller offered none: nothing was changed.
+    NotLive,
 }
 
 #[derive(Clone)]
@@ -367,15 +369,15 @@ impl MetaStore {
 
     /// Turns a finished upload into a blob linked to its repository, in one transaction: the
     /// upload row goes, the blob row appears (unless a live generation of the digest exists,
-    /// which is then shared), and the repository link is written. Call only after the bytes
-    /// are durable at `generation`.
+    /// which is then shared), and the repository link is written. `stored` is the generation
+    /// and size of the upload's bytes, which must already be durable; with `None` the commit
+    /// only succeeds by sharing a live generation, and otherwise changes nothing (`NotLive`).
     pub async fn commit_blob(
         &self,
         upload_id: &str,
         repo_id: i64,
         digest: &Digest,
-        generation: &str,
-        size: u64,
+        stored: Option<(&str, u64)>,
     ) -> Result<CommitOutcome> {
         let now = now_ms();
         let d = digest.to_string();
@@ -395,6 +397,9 @@ impl MetaStore {
                 CommitOutcome::AlreadyLive { generation }
             }
             None => {
+                let Some((generation, size)) = stored else {
+                    return Ok(CommitOutcome::NotLive);
+                };
                 sqlx::query(
                     "INSERT INTO blobs (digest, generation, size, state, created_at, touched_at)
                      VALUES ($1, $2, $3, 'live', $4, $4)",

@@ -19,7 +19,7 @@ const GEN: &str = "2b0c3d6e-1a1f-4c55-9a43-3b3c2d1e0f00";
 async fn push_blob(m: &MetaStore, repo_id: i64, content: &str) -> Digest {
     let id = uuid_like(content);
     m.create_upload(&id, repo_id, b"state").await.unwrap();
-    m.commit_blob(&id, repo_id, &d(content), GEN, content.len() as u64).await.unwrap();
+    m.commit_blob(&id, repo_id, &d(content), Some((GEN, content.len() as u64))).await.unwrap();
     d(content)
 }
 
@@ -60,14 +60,17 @@ async fn a_commit_of_a_known_digest_is_deduplicated_and_linked() {
     let r1 = m.ensure_repo(&repo("a")).await.unwrap();
     let r2 = m.ensure_repo(&repo("b")).await.unwrap();
     m.create_upload("u1", r1, b"s").await.unwrap();
-    assert_eq!(m.commit_blob("u1", r1, &d("x"), GEN, 1).await.unwrap(), CommitOutcome::Stored);
+    assert_eq!(m.commit_blob("u1", r1, &d("x"), Some((GEN, 1))).await.unwrap(), CommitOutcome::Stored);
     m.create_upload("u2", r2, b"s").await.unwrap();
     let other_gen = "9b0c3d6e-1a1f-4c55-9a43-3b3c2d1e0f00";
     assert_eq!(
-        m.commit_blob("u2", r2, &d("x"), other_gen, 1).await.unwrap(),
+        m.commit_blob("u2", r2, &d("x"), Some((other_gen, 1))).await.unwrap(),
         CommitOutcome::AlreadyLive { generation: GEN.into() }
     );
     assert!(m.get_upload("u2").await.unwrap().is_none(), "the upload row is consumed");
+    m.create_upload("u3", r2, b"s").await.unwrap();
+    assert_eq!(m.commit_blob("u3", r2, &d("unknown"), None).await.unwrap(), CommitOutcome::NotLive);
+    assert!(m.get_upload("u3").await.unwrap().is_some(), "nothing changes when not live");
     assert_eq!(m.blob_in_repo(r2, &d("x")).await.unwrap().unwrap().generation, GEN);
     assert!(m.unlink_blob(r1, &d("x")).await.unwrap());
     assert!(m.blob_in_repo(r1, &d("x")).await.unwrap().is_none(), "unlinked from a only");

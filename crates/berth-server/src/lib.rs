@@ -1,1 +1,74 @@
-//! placeholder
+//! The HTTP layer of Berth: the router, the `/v2` API and its registry service, request
+//! logging, and the listener (plain or TLS, header-read timeout, graceful shutdown).
+
+pub mod error;
+mod listener;
+pub mod registry;
+mod v2;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use tracing::Instrument;
+
+pub use listener::{ListenError, bind, serve};
+pub use registry::Registry;
+
+/// The whole HTTP surface of a node.
+pub fn router(registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/v2", any(v2::dispatch))
+        .route("/v2/", any(v2::dispatch))
+        .route("/v2/{*path}", any(v2::dispatch))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(registry)
+        .layer(middleware::from_fn(request_log))
+}
+
+async fn readyz(axum::extract::State(reg): axum::extract::State<Arc<Registry>>) -> Response {
+    match reg.meta.ping().await {
+        Ok(()) => "ready".into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+        }
+    }
+}
+
+/// Gives every request an id (the client's `X-Request-Id` if it sent a sane one), a span
+/// carrying it, and one log line when the response head is ready.
+async fn request_log(req: Request<Body>, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let span = tracing::info_span!("request", id = %id, method = %method, path = %path);
+    let start = Instant::now();
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let status = resp.status().as_u16();
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        if status >= 500 {
+            tracing::error!(status, ms, "request failed");
+        } else {
+            tracing::info!(status, ms, "request");
+        }
+    });
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}

@@ -40,6 +40,12 @@ async fn chunked_upload_commits_and_reads(store: &dyn BlobStore) {
     assert_eq!(n2, 2);
     let digest = d2.finish();
     assert_eq!(digest, Digest::sha256_of(b"hello world"));
+    let mut staged = Vec::new();
+    let mut s = store.read_upload(&id, 11).await.unwrap();
+    while let Some(c) = s.next().await {
+        staged.extend_from_slice(&c.unwrap());
+    }
+    assert_eq!(staged, b"hello world");
     let key = BlobKey::from_upload(digest, &id);
     store.commit_upload(&id, 11, &key).await.unwrap();
     assert_eq!(store.blob_size(&key).await.unwrap(), 11);

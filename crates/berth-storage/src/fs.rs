@@ -178,6 +178,12 @@ impl BlobStore for FsBlobStore {
         .map_err(|e| blocking_err("commit upload", e))?
     }
 
+    async fn read_upload(&self, id: &UploadId, len: u64) -> Result<ByteStream, StorageError> {
+        let path = self.upload_path(id);
+        let file = tokio::fs::File::open(&path).await.map_err(|e| StorageError::io(path.display().to_string(), e))?;
+        Ok(Box::pin(ReaderStream::with_capacity(file.take(len), IO_CHUNK)))
+    }
+
     async fn delete_upload(&self, id: &UploadId) -> Result<(), StorageError> {
         let path = self.upload_path(id);
         match tokio::fs::remove_file(&path).await {

@@ -135,6 +135,10 @@ pub trait BlobStore: Send + Sync + 'static {
     /// crash cannot lose or zero them.
     async fn commit_upload(&self, id: &UploadId, len: u64, key: &BlobKey) -> Result<(), StorageError>;
 
+    /// Streams the first `len` staged bytes of an upload (to re-hash it with another algorithm
+    /// than the one it was started with).
+    async fn read_upload(&self, id: &UploadId, len: u64) -> Result<ByteStream, StorageError>;
+
     /// Removes an upload's staged bytes. Removing one that does not exist is not an error.
     async fn delete_upload(&self, id: &UploadId) -> Result<(), StorageError>;
 

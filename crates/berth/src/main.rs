@@ -1,1 +1,148 @@
-fn main() {}
+//! The `berth` command: run the registry, check a configuration.
+
+mod settings;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use berth_core::config::{Config, LogFormat};
+use berth_meta::MetaStore;
+use berth_server::Registry;
+use berth_storage::FsBlobStore;
+use clap::{Parser, Subcommand};
+
+/// Berth: a self-hosted OCI container registry in one binary.
+///
+/// `berth serve` alone runs the embedded mode: the OCI Distribution API on 0.0.0.0:5000,
+/// blobs on the filesystem and metadata in SQLite under ./berth-data. Every setting can come
+/// from a TOML file (--config) and from BERTH_* environment variables
+/// (BERTH_SERVER__LISTEN=127.0.0.1:5000, BERTH_LIMITS__MANIFEST_MAX_SIZE=8MiB, ...).
+#[derive(Parser)]
+#[command(name = "berth", version, about, long_about, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the registry.
+    Serve(ServeArgs),
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file. Environment variables override it; flags override both.
+    #[arg(long, short, env = "BERTH_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on (server.listen), e.g. 127.0.0.1:5000.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Directory for blobs, uploads and the SQLite database (data_dir).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file and print the effective configuration (file, then
+    /// environment, then defaults), with secrets masked.
+    Check {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Config(ConfigCommand::Check { file }) => settings::load(Some(&file)).map(|config| {
+            print!("{}", settings::render(&config));
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match config.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = settings::load(args.config.as_deref())?;
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    config.validate().map_err(anyhow::Error::msg)?;
+    init_logging(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let db_path = data_dir.join("berth.db");
+    let meta = MetaStore::open_sqlite(&db_path)
+        .await
+        .with_context(|| format!("opening the database {}", db_path.display()))?;
+    let blobs = FsBlobStore::open(&data_dir).context("opening the blob store")?;
+    let config = Arc::new(config);
+    let registry = Arc::new(Registry::new(meta.clone(), Arc::new(blobs), config.clone()));
+    let listener = berth_server::bind(&config).await?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        data_dir = %data_dir.display(),
+        "berth started (embedded mode: SQLite and filesystem)"
+    );
+    berth_server::serve(&config, listener, berth_server::router(registry), shutdown_signal()).await?;
+    meta.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("interrupt received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}
