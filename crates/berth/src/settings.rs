@@ -47,3 +47,43 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
 pub fn render(config: &Config) -> String {
     toml::to_string_pretty(config).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readme_reference() -> String {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("<!-- config-reference:start -->").expect("README has the reference start marker");
+        let end = readme.find("<!-- config-reference:end -->").expect("README has the reference end marker");
+        let block = &readme[start..end];
+        let body = block.split_once("```toml\n").expect("a toml fence").1;
+        body.split_once("```").expect("a closing fence").0.to_owned()
+    }
+
+    /// The README's configuration reference documents exactly the defaults of the code.
+    #[test]
+    fn readme_reference_matches_the_defaults() {
+        let text = readme_reference();
+        let parsed: Config = toml::from_str(&text).expect("the README reference parses with unknown keys refused");
+        assert_eq!(parsed, Config::default(), "a default in the README differs from the code");
+        let defaults: toml::Table = toml::from_str(&render(&Config::default())).expect("defaults render as TOML");
+        let documented: toml::Table = toml::from_str(&text).expect("reference parses as a table");
+        for (section, value) in &defaults {
+            match value {
+                toml::Value::Table(keys) => {
+                    let doc = documented.get(section).and_then(|v| v.as_table()).unwrap_or_else(|| {
+                        panic!("section [{section}] is missing from the README reference")
+                    });
+                    for key in keys.keys() {
+                        assert!(doc.contains_key(key), "{section}.{key} is missing from the README reference");
+                    }
+                }
+                _ => assert!(documented.contains_key(section), "{section} is missing from the README reference"),
+            }
+        }
+        for optional in ["external_url", "tls_cert", "tls_key"] {
+            assert!(text.contains(&format!("# {optional} = ")), "{optional} is not documented");
+        }
+    }
+}

@@ -25,7 +25,7 @@ import types
 import pytest
 import requests
 
-from conformance_support import TestData, new_namespace
+from .conformance_support import TestData, new_namespace
 
 _CHALLENGE_PARAM = re.compile(r'([A-Za-z][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
 

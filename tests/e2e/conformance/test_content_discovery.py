@@ -17,7 +17,7 @@ import json
 
 import pytest
 
-from conformance_support import (
+from .conformance_support import (
     ARTIFACT_TYPE_FILTER,
     MT_INDEX,
     MT_MANIFEST,

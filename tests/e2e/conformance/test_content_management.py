@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from conformance_support import (
+from .conformance_support import (
     ERROR_CODES,
     MT_MANIFEST,
     MT_OCTET,

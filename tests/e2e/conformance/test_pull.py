@@ -9,7 +9,7 @@ upstream default OCI_DELETE_MANIFEST_BEFORE_BLOBS=1 (manifests are deleted befor
 
 import pytest
 
-from conformance_support import (
+from .conformance_support import (
     ERROR_CODES,
     INVALID_MANIFEST_CONTENT,
     MT_MANIFEST,

@@ -10,16 +10,18 @@ The cross-mount namespace is a second fresh repository (upstream: OCI_CROSSMOUNT
 default "conformance-<uuid>"). OCI_AUTOMATIC_CROSSMOUNT=1/0 enables the two automatic
 cross-mount specs exactly as upstream does; unset, they are skipped as upstream skips them.
 
-The tests at the end marked EXTRA are not in the Ginkgo suite: they port the sha512 blob and
-manifest checks of the newer upstream conformance runner (conformance/run.go at commit
-4fc4ecbefaaa6e4e1682f59f5ac445d076cf642d, data type "sha512", blob API "post+put").
+The two tests at the end marked EXTRA are not in the Ginkgo suite, which never uses sha512.
+They are modelled on the sha512 coverage of the newer upstream conformance runner
+(conformance/run.go at commit 4fc4ecbefaaa6e4e1682f59f5ac445d076cf642d: the "sha512" blob API
+tests, here only "post+put", and the "sha512" data set pushed by digest), simplified to one blob
+and one image manifest.
 """
 
 import os
 
 import pytest
 
-from conformance_support import (
+from .conformance_support import (
     EMPTY_LAYER_TEST_TAG,
     MT_MANIFEST,
     MT_OCTET,
@@ -94,9 +96,9 @@ def test_blob_upload_monolithic_post_with_digest_and_blob_201_or_202(repo, data,
     cfg = data.configs[1]
     resp = repo("POST", "blobs/uploads/", params={"digest": cfg.digest},
                 headers={"Content-Length": cfg.length, "Content-Type": MT_OCTET}, data=cfg.content)
-    state.last_response = resp
     assert resp.headers.get("Location"), f"no Location; {describe(resp)}"
     expect_status(resp, 201, 202)
+    state.last_response = resp
 
 
 def test_blob_upload_monolithic_get_blob_from_prior_request_200_or_404(repo, data, state):
@@ -119,6 +121,8 @@ def test_blob_upload_monolithic_post_yields_session_id(repo, state):
 
 def test_blob_upload_monolithic_put_blob_201(client, data, state):
     """Blob Upload Monolithic / PUT upload of a blob should yield a 201 Response"""
+    # like upstream, every spec that sets lastResponse does so only after its expectations
+    # passed, so a failed spec leaves the previous response in place
     cfg = data.configs[1]
     resp = client.put(_location(state.last_response), params={"digest": cfg.digest},
                       headers={"Content-Length": cfg.length, "Content-Type": MT_OCTET}, data=cfg.content)
@@ -239,13 +243,13 @@ def test_crossmount_post_mount_from_other_repo_201_or_202(client, repo, data, st
     """Cross-Repository Blob Mount / POST request to mount another repository's blob should return 201 or 202"""
     resp = client.post(f"/v2/{crossmount_namespace}/blobs/uploads/",
                        params={"mount": data.test_blob_a_digest, "from": repo.name})
-    state.mount_response = resp
     expect_status(resp, 201, 202)
+    state.last_response = resp
 
 
 def test_crossmount_get_mounted_blob_200(client, data, state, crossmount_namespace):
     """Cross-Repository Blob Mount / GET request to test digest within cross-mount namespace should return 200"""
-    last = state.mount_response
+    last = state.last_response
     if last.status_code != 201:
         pytest.skip("runs only when the mount answered 201 (upstream RunOnlyIf)")
     assert relative_location(last) == f"/v2/{crossmount_namespace}/blobs/{data.test_blob_a_digest}", describe(last)
@@ -254,7 +258,7 @@ def test_crossmount_get_mounted_blob_200(client, data, state, crossmount_namespa
 
 def test_crossmount_nonexistent_blob_yields_session_id(state, crossmount_namespace):
     """Cross-Repository Blob Mount / Cross-mounting of nonexistent blob should yield session id"""
-    last = state.mount_response
+    last = state.last_response
     if last.status_code != 202:
         pytest.skip("runs only when the mount answered 202 (upstream RunOnlyIf)")
     assert relative_location(last).startswith(f"/v2/{crossmount_namespace}/blobs/uploads/"), describe(last)
@@ -263,7 +267,7 @@ def test_crossmount_nonexistent_blob_yields_session_id(state, crossmount_namespa
 def test_crossmount_without_from_automatic_enabled_201(client, data, state, crossmount_namespace):
     """Cross-Repository Blob Mount / Cross-mounting without from, and automatic content discovery enabled should return a 201"""
     run, enabled = _automatic_crossmount()
-    if not run or state.mount_response.status_code != 201 or not enabled:
+    if not run or state.last_response.status_code != 201 or not enabled:
         pytest.skip("needs OCI_AUTOMATIC_CROSSMOUNT=1 and a 201 mount (upstream RunOnlyIf)")
     resp = client.post(f"/v2/{crossmount_namespace}/blobs/uploads/", params={"mount": data.test_blob_a_digest})
     expect_status(resp, 201)
@@ -272,7 +276,7 @@ def test_crossmount_without_from_automatic_enabled_201(client, data, state, cros
 def test_crossmount_without_from_automatic_disabled_202(client, data, state, crossmount_namespace):
     """Cross-Repository Blob Mount / Cross-mounting without from, and automatic content discovery disabled should return a 202"""
     run, enabled = _automatic_crossmount()
-    if not run or state.mount_response.status_code != 201 or enabled:
+    if not run or state.last_response.status_code != 201 or enabled:
         pytest.skip("needs OCI_AUTOMATIC_CROSSMOUNT=0 and a 201 mount (upstream RunOnlyIf)")
     resp = client.post(f"/v2/{crossmount_namespace}/blobs/uploads/", params={"mount": data.test_blob_a_digest})
     expect_status(resp, 202)
@@ -350,8 +354,10 @@ def test_extra_sha512_blob_post_put_and_pull(client, repo):
     resp = repo("GET", f"blobs/{dig}")
     expect_status(resp, 200)
     assert resp.content == blob
+    # The newer runner (api.go VerifyDigest) fails a Docker-Content-Digest that differs from the
+    # digest asked for, even though spec.md only needs "a digest matching the response body".
     if h := resp.headers.get("Docker-Content-Digest"):
-        assert h == dig
+        assert h == dig, describe(resp)
 
 
 def test_extra_sha512_manifest_push_and_pull_by_digest(client, repo, data):

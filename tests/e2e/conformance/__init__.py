@@ -1,0 +1,1 @@
+"""OCI Distribution Spec v1.1 conformance suite, ported from opencontainers/distribution-spec."""
