@@ -128,4 +128,6 @@ def registry():
     yield reg
     stop_berth(reg)
     if reg.proc is not None and reg.proc.returncode not in (0, None):
-        print(f"berth exited with {reg.proc.returncode}; log at {reg.log_path}")
+        print(f"berth exited with {reg.proc.returncode}; log kept at {reg.log_path}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)

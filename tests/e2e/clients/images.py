@@ -75,7 +75,7 @@ class Image:
 
     architecture: str = "amd64"
     os: str = "linux"
-    layer_tars: list[bytes] = field(default_factory=lambda: [random_tar()])
+    layer_tars: list[bytes] = field(default_factory=lambda: [random_tar()], repr=False)
     annotations: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
