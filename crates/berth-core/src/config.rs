@@ -25,7 +25,11 @@ impl<'de> Deserialize<'de> for HumanDuration {
         let s = String::deserialize(d)?;
         humantime::parse_duration(&s)
             .map(HumanDuration)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e} (write e.g. \"30s\" or \"24h\")")))
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {s:?}: {e} (write e.g. \"30s\" or \"24h\")"
+                ))
+            })
     }
 }
 
@@ -43,6 +47,9 @@ pub struct Config {
     pub server: ServerConfig,
     pub limits: LimitsConfig,
     pub registry: RegistryConfig,
+    pub uploads: UploadsConfig,
+    pub gc: GcConfig,
+    pub scrub: ScrubConfig,
     pub log: LogConfig,
 }
 
@@ -53,7 +60,84 @@ impl Default for Config {
             server: ServerConfig::default(),
             limits: LimitsConfig::default(),
             registry: RegistryConfig::default(),
+            uploads: UploadsConfig::default(),
+            gc: GcConfig::default(),
+            scrub: ScrubConfig::default(),
             log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadsConfig {
+    /// Upload sessions with no activity for this long are removed with their bytes by the
+    /// next garbage collection run. A slow but live streamed upload keeps itself active.
+    pub purge_after: HumanDuration,
+}
+
+impl Default for UploadsConfig {
+    fn default() -> Self {
+        UploadsConfig {
+            purge_after: HumanDuration(Duration::from_secs(24 * 3600)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UntaggedPolicy {
+    /// Untagged manifests stay until deleted by digest.
+    Keep,
+    /// Untagged manifests are deleted `untagged_age` after they lost their last tag.
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcConfig {
+    /// Blobs uploaded, linked or touched (HEAD, GET, mount) less than this long ago are never
+    /// collected, and a referrer pushed before its subject waits this long for it. Protects
+    /// pushes in flight: a client that saw a blob exist may rely on it for this long.
+    pub grace_period: HumanDuration,
+    /// What happens to manifests that are neither tagged, nor listed by an index, nor
+    /// referring to a live subject: "delete" (after `untagged_age`) or "keep".
+    pub untagged: UntaggedPolicy,
+    /// How long an untagged manifest is kept before it is deleted (with "delete").
+    pub untagged_age: HumanDuration,
+    /// When collection runs, as a cron expression (minute hour day month weekday, UTC).
+    /// Empty disables the schedule; `berth gc` and the API still start runs.
+    pub schedule: String,
+    /// Most blob deletions per second against the blob store, so a run cannot starve pulls
+    /// on slow disks or an S3 gateway. 0 means no limit.
+    pub delete_rate: u32,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            grace_period: HumanDuration(Duration::from_secs(24 * 3600)),
+            untagged: UntaggedPolicy::Delete,
+            untagged_age: HumanDuration(Duration::from_secs(24 * 3600)),
+            schedule: "*/10 * * * *".into(),
+            delete_rate: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScrubConfig {
+    /// When scrub runs (cron, UTC): it re-hashes every blob, reports corrupted and missing
+    /// ones, and removes bytes the database does not know once they are older than the GC
+    /// grace period. Empty disables the schedule.
+    pub schedule: String,
+}
+
+impl Default for ScrubConfig {
+    fn default() -> Self {
+        ScrubConfig {
+            schedule: "0 4 * * 0".into(),
         }
     }
 }
@@ -105,7 +189,10 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { manifest_max_size: ByteSize::mib(4), page_max_entries: 10_000 }
+        LimitsConfig {
+            manifest_max_size: ByteSize::mib(4),
+            page_max_entries: 10_000,
+        }
     }
 }
 
@@ -118,7 +205,9 @@ pub struct RegistryConfig {
 
 impl Default for RegistryConfig {
     fn default() -> Self {
-        RegistryConfig { delete_enabled: true }
+        RegistryConfig {
+            delete_enabled: true,
+        }
     }
 }
 
@@ -140,7 +229,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, level: "info".into() }
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
     }
 }
 
@@ -154,10 +246,12 @@ impl Config {
             }
             _ => {}
         }
-        if let Some(url) = &self.server.external_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(format!("server.external_url {url:?} must start with http:// or https://"));
-            }
+        if let Some(url) = &self.server.external_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(format!(
+                "server.external_url {url:?} must start with http:// or https://"
+            ));
         }
         if self.limits.manifest_max_size.as_u64() < 1024 {
             return Err("limits.manifest_max_size must be at least 1KiB".into());
@@ -165,17 +259,30 @@ impl Config {
         if self.limits.page_max_entries == 0 {
             return Err("limits.page_max_entries must be at least 1".into());
         }
-        if self.server.header_read_timeout.0.is_zero() || self.server.body_idle_timeout.0.is_zero() {
+        if self.server.header_read_timeout.0.is_zero() || self.server.body_idle_timeout.0.is_zero()
+        {
             return Err("server timeouts must be greater than zero".into());
+        }
+        if self.gc.grace_period.0 < self.uploads.purge_after.0 {
+            return Err(format!(
+                "gc.grace_period ({}) must not be shorter than uploads.purge_after ({}): a blob finished at the end \
+                 of a long upload must outlive the session",
+                self.gc.grace_period, self.uploads.purge_after
+            ));
+        }
+        if self.uploads.purge_after.0.is_zero() {
+            return Err("uploads.purge_after must be greater than zero".into());
         }
         Ok(())
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, String> {
-        self.server
-            .listen
-            .parse()
-            .map_err(|e| format!("server.listen {:?} is not an address like 0.0.0.0:5000: {e}", self.server.listen))
+        self.server.listen.parse().map_err(|e| {
+            format!(
+                "server.listen {:?} is not an address like 0.0.0.0:5000: {e}",
+                self.server.listen
+            )
+        })
     }
 }
 

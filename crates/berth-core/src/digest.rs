@@ -73,14 +73,19 @@ impl Digest {
         if !alg_ok || hex.is_empty() {
             return Err(DigestError::Malformed(s.to_owned()));
         }
-        let algorithm =
-            Algorithm::parse(alg).ok_or_else(|| DigestError::UnsupportedAlgorithm(alg.to_owned()))?;
+        let algorithm = Algorithm::parse(alg)
+            .ok_or_else(|| DigestError::UnsupportedAlgorithm(alg.to_owned()))?;
         if hex.len() != algorithm.hex_len()
-            || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
             return Err(DigestError::BadEncoding(s.to_owned(), algorithm.hex_len()));
         }
-        Ok(Digest { algorithm, hex: hex.to_owned() })
+        Ok(Digest {
+            algorithm,
+            hex: hex.to_owned(),
+        })
     }
 
     /// The digest of a byte string, with the given algorithm.
@@ -186,11 +191,15 @@ impl Digester {
         match tag {
             1 => {
                 let s = SerializedState::<Sha256>::try_from(rest).map_err(|_| HashStateError)?;
-                Ok(Digester::Sha256(Sha256::deserialize(&s).map_err(|_| HashStateError)?))
+                Ok(Digester::Sha256(
+                    Sha256::deserialize(&s).map_err(|_| HashStateError)?,
+                ))
             }
             2 => {
                 let s = SerializedState::<Sha512>::try_from(rest).map_err(|_| HashStateError)?;
-                Ok(Digester::Sha512(Sha512::deserialize(&s).map_err(|_| HashStateError)?))
+                Ok(Digester::Sha512(
+                    Sha512::deserialize(&s).map_err(|_| HashStateError)?,
+                ))
             }
             _ => Err(HashStateError),
         }

@@ -105,7 +105,12 @@ struct Item<'a> {
 
 impl OciError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> OciError {
-        OciError { code, message: message.into(), detail: None, status: None }
+        OciError {
+            code,
+            message: message.into(),
+            detail: None,
+            status: None,
+        }
     }
 
     pub fn with_detail(mut self, detail: serde_json::Value) -> OciError {
@@ -124,7 +129,11 @@ impl OciError {
 
     pub fn to_json(&self) -> String {
         let body = Body {
-            errors: [Item { code: self.code.as_str(), message: &self.message, detail: self.detail.as_ref() }],
+            errors: [Item {
+                code: self.code.as_str(),
+                message: &self.message,
+                detail: self.detail.as_ref(),
+            }],
         };
         serde_json::to_string(&body).expect("error bodies always serialize")
     }
@@ -151,6 +160,11 @@ mod tests {
         assert_eq!(v["errors"][0]["message"], "blob unknown to registry");
         assert_eq!(v["errors"][0]["detail"]["digest"], "sha256:x");
         assert_eq!(e.status(), 404);
-        assert_eq!(OciError::new(ErrorCode::ManifestInvalid, "x").with_status(413).status(), 413);
+        assert_eq!(
+            OciError::new(ErrorCode::ManifestInvalid, "x")
+                .with_status(413)
+                .status(),
+            413
+        );
     }
 }

@@ -29,7 +29,10 @@ pub fn is_index_type(media_type: &str) -> bool {
 
 /// Whether a media type names a manifest the registry accepts.
 pub fn is_manifest_type(media_type: &str) -> bool {
-    matches!(media_type, OCI_MANIFEST | OCI_INDEX | DOCKER_MANIFEST | DOCKER_MANIFEST_LIST)
+    matches!(
+        media_type,
+        OCI_MANIFEST | OCI_INDEX | DOCKER_MANIFEST | DOCKER_MANIFEST_LIST
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,14 +98,18 @@ impl ParsedManifest {
     /// Every blob this manifest requires the repository to hold: its config and its
     /// distributable layers.
     pub fn required_blobs(&self) -> impl Iterator<Item = &Descriptor> {
-        self.config.iter().chain(self.layers.iter().filter(|l| !l.is_foreign()))
+        self.config
+            .iter()
+            .chain(self.layers.iter().filter(|l| !l.is_foreign()))
     }
 
     /// The child an index names for a platform, as Distribution picks it for clients that
     /// cannot read indexes.
     pub fn child_for_platform(&self, os: &str, arch: &str) -> Option<&Descriptor> {
         self.manifests.iter().find(|m| {
-            m.platform.as_ref().is_some_and(|p| p.os == os && p.architecture == arch)
+            m.platform
+                .as_ref()
+                .is_some_and(|p| p.os == os && p.architecture == arch)
         })
     }
 }
@@ -140,20 +147,35 @@ fn descriptor(raw: RawDescriptor, what: &str) -> Result<Descriptor, ManifestErro
         .media_type
         .filter(|m| !m.is_empty())
         .ok_or_else(|| invalid(format!("{what}: mediaType is required")))?;
-    let digest_str = raw.digest.ok_or_else(|| invalid(format!("{what}: digest is required")))?;
+    let digest_str = raw
+        .digest
+        .ok_or_else(|| invalid(format!("{what}: digest is required")))?;
     let digest = Digest::parse(&digest_str).map_err(|e| invalid(format!("{what}: {e}")))?;
     let size = match raw.size {
         Some(serde_json::Value::Number(n)) => n
             .as_u64()
             .ok_or_else(|| invalid(format!("{what}: size must be a non-negative integer")))?,
-        _ => return Err(invalid(format!("{what}: size must be a non-negative integer"))),
+        _ => {
+            return Err(invalid(format!(
+                "{what}: size must be a non-negative integer"
+            )));
+        }
     };
-    Ok(Descriptor { media_type, digest, size, urls: raw.urls.unwrap_or_default(), platform: raw.platform })
+    Ok(Descriptor {
+        media_type,
+        digest,
+        size,
+        urls: raw.urls.unwrap_or_default(),
+        platform: raw.platform,
+    })
 }
 
 /// Parses and validates a pushed manifest. `content_type` is the request's `Content-Type`
 /// (parameters stripped), if any.
-pub fn parse_manifest(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest, ManifestError> {
+pub fn parse_manifest(
+    bytes: &[u8],
+    content_type: Option<&str>,
+) -> Result<ParsedManifest, ManifestError> {
     let raw: RawManifest = serde_json::from_slice(bytes)
         .map_err(|e| invalid(format!("manifest is not a valid JSON object: {e}")))?;
 
@@ -184,7 +206,11 @@ pub fn parse_manifest(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed
         (Some(m), _) => m.clone(),
         (None, Some(ct)) if is_manifest_type(ct) => ct.to_owned(),
         (None, _) => {
-            if raw.manifests.is_some() { OCI_INDEX.to_owned() } else { OCI_MANIFEST.to_owned() }
+            if raw.manifests.is_some() {
+                OCI_INDEX.to_owned()
+            } else {
+                OCI_MANIFEST.to_owned()
+            }
         }
     };
     if !is_manifest_type(&media_type) {
@@ -224,7 +250,11 @@ pub fn parse_manifest(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed
     if raw.manifests.is_some() {
         return Err(invalid("an image manifest must not have a manifests array"));
     }
-    let config = descriptor(raw.config.ok_or_else(|| invalid("an image manifest requires config"))?, "config")?;
+    let config = descriptor(
+        raw.config
+            .ok_or_else(|| invalid("an image manifest requires config"))?,
+        "config",
+    )?;
     let layers = raw
         .layers
         .ok_or_else(|| invalid("an image manifest requires a layers array"))?
@@ -233,9 +263,14 @@ pub fn parse_manifest(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed
         .map(|(i, d)| descriptor(d, &format!("layers[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
     if media_type == DOCKER_MANIFEST && layers.is_empty() {
-        return Err(invalid("a Docker schema 2 manifest requires at least one layer"));
+        return Err(invalid(
+            "a Docker schema 2 manifest requires at least one layer",
+        ));
     }
-    let artifact_type = raw.artifact_type.clone().or_else(|| Some(config.media_type.clone()));
+    let artifact_type = raw
+        .artifact_type
+        .clone()
+        .or_else(|| Some(config.media_type.clone()));
     Ok(ParsedManifest {
         kind: ManifestKind::Image,
         media_type,
@@ -270,7 +305,10 @@ mod tests {
         assert_eq!(m.kind, ManifestKind::Image);
         assert_eq!(m.media_type, OCI_MANIFEST);
         assert_eq!(m.required_blobs().count(), 2);
-        assert_eq!(m.artifact_type.as_deref(), Some("application/vnd.oci.image.config.v1+json"));
+        assert_eq!(
+            m.artifact_type.as_deref(),
+            Some("application/vnd.oci.image.config.v1+json")
+        );
         assert!(m.subject.is_none());
     }
 
@@ -293,7 +331,13 @@ mod tests {
         );
         let m = parse_manifest(body.as_bytes(), Some(DOCKER_MANIFEST_LIST)).unwrap();
         assert_eq!(m.kind, ManifestKind::Index);
-        assert_eq!(m.child_for_platform("linux", "amd64").unwrap().digest.to_string(), D2);
+        assert_eq!(
+            m.child_for_platform("linux", "amd64")
+                .unwrap()
+                .digest
+                .to_string(),
+            D2
+        );
     }
 
     #[test]
@@ -312,12 +356,24 @@ mod tests {
             (image("").replace(r#""size":2"#, r#""size":-2"#), None),
             (image("").replace(D2, "sha256:nothex"), None),
             (image(""), Some(OCI_INDEX)),
-            (r#"{"schemaVersion":2,"mediaType":"application/x-other","config":{}}"#.to_owned(), None),
-            (format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","layers":[]}}"#), None),
-            (format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}"}}"#), None),
+            (
+                r#"{"schemaVersion":2,"mediaType":"application/x-other","config":{}}"#.to_owned(),
+                None,
+            ),
+            (
+                format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","layers":[]}}"#),
+                None,
+            ),
+            (
+                format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}"}}"#),
+                None,
+            ),
         ];
         for (body, ct) in cases {
-            assert!(parse_manifest(body.as_bytes(), ct).is_err(), "accepted {body}");
+            assert!(
+                parse_manifest(body.as_bytes(), ct).is_err(),
+                "accepted {body}"
+            );
         }
     }
 

@@ -12,7 +12,9 @@ pub const MAX_REPO_NAME_LEN: usize = 255;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
-    #[error("repository name {0:?} does not match [a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)*")]
+    #[error(
+        "repository name {0:?} does not match [a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)*"
+    )]
     Repo(String),
     #[error("repository name is longer than {MAX_REPO_NAME_LEN} characters")]
     RepoTooLong,
@@ -111,7 +113,11 @@ impl TagName {
             && b[1..]
                 .iter()
                 .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-');
-        if ok { Ok(TagName(s.to_owned())) } else { Err(NameError::Tag(s.to_owned())) }
+        if ok {
+            Ok(TagName(s.to_owned()))
+        } else {
+            Err(NameError::Tag(s.to_owned()))
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -181,12 +187,15 @@ mod tests {
     #[test]
     fn refuses_traversal_and_bad_grammar() {
         for bad in [
-            "", "/", "a/", "/a", "a//b", "..", "a/../b", "a/./b", "A", "a___b", "a_-b", "-a",
-            "a-", "a.", "a..b", "a b", "a%2fb", "a\\b", "a/.b",
+            "", "/", "a/", "/a", "a//b", "..", "a/../b", "a/./b", "A", "a___b", "a_-b", "-a", "a-",
+            "a.", "a..b", "a b", "a%2fb", "a\\b", "a/.b",
         ] {
             assert!(RepoName::parse(bad).is_err(), "{bad:?} accepted");
         }
-        assert_eq!(RepoName::parse(&"a".repeat(256)), Err(NameError::RepoTooLong));
+        assert_eq!(
+            RepoName::parse(&"a".repeat(256)),
+            Err(NameError::RepoTooLong)
+        );
     }
 
     #[test]

@@ -63,14 +63,21 @@ pub fn parse_range(value: &str, size: u64) -> RangeRequest {
     let (a, b) = (a.trim(), b.trim());
     if a.is_empty() {
         // suffix range: the last N bytes
-        let Some(n) = parse_u64(b) else { return RangeRequest::Full };
+        let Some(n) = parse_u64(b) else {
+            return RangeRequest::Full;
+        };
         if n == 0 || size == 0 {
             return RangeRequest::Unsatisfiable;
         }
         let n = n.min(size);
-        return RangeRequest::Partial { start: size - n, end: size - 1 };
+        return RangeRequest::Partial {
+            start: size - n,
+            end: size - 1,
+        };
     }
-    let Some(start) = parse_u64(a) else { return RangeRequest::Full };
+    let Some(start) = parse_u64(a) else {
+        return RangeRequest::Full;
+    };
     let end = if b.is_empty() {
         u64::MAX
     } else {
@@ -82,7 +89,10 @@ pub fn parse_range(value: &str, size: u64) -> RangeRequest {
     if start >= size {
         return RangeRequest::Unsatisfiable;
     }
-    RangeRequest::Partial { start, end: end.min(size - 1) }
+    RangeRequest::Partial {
+        start,
+        end: end.min(size - 1),
+    }
 }
 
 #[cfg(test)]
@@ -92,8 +102,17 @@ mod tests {
 
     #[test]
     fn content_ranges() {
-        assert_eq!(parse_content_range("0-99"), Some(ChunkRange { start: 0, end: 99 }));
-        assert_eq!(parse_content_range("bytes 100-199/*"), Some(ChunkRange { start: 100, end: 199 }));
+        assert_eq!(
+            parse_content_range("0-99"),
+            Some(ChunkRange { start: 0, end: 99 })
+        );
+        assert_eq!(
+            parse_content_range("bytes 100-199/*"),
+            Some(ChunkRange {
+                start: 100,
+                end: 199
+            })
+        );
         assert_eq!(parse_content_range("5-4"), None);
         assert_eq!(parse_content_range("-4"), None);
         assert_eq!(parse_content_range("a-b"), None);
@@ -102,10 +121,22 @@ mod tests {
 
     #[test]
     fn ranges() {
-        assert_eq!(parse_range("bytes=0-9", 100), RangeRequest::Partial { start: 0, end: 9 });
-        assert_eq!(parse_range("bytes=90-", 100), RangeRequest::Partial { start: 90, end: 99 });
-        assert_eq!(parse_range("bytes=-10", 100), RangeRequest::Partial { start: 90, end: 99 });
-        assert_eq!(parse_range("bytes=50-1000", 100), RangeRequest::Partial { start: 50, end: 99 });
+        assert_eq!(
+            parse_range("bytes=0-9", 100),
+            RangeRequest::Partial { start: 0, end: 9 }
+        );
+        assert_eq!(
+            parse_range("bytes=90-", 100),
+            RangeRequest::Partial { start: 90, end: 99 }
+        );
+        assert_eq!(
+            parse_range("bytes=-10", 100),
+            RangeRequest::Partial { start: 90, end: 99 }
+        );
+        assert_eq!(
+            parse_range("bytes=50-1000", 100),
+            RangeRequest::Partial { start: 50, end: 99 }
+        );
         assert_eq!(parse_range("bytes=100-", 100), RangeRequest::Unsatisfiable);
         assert_eq!(parse_range("bytes=0-1,5-6", 100), RangeRequest::Full);
         assert_eq!(parse_range("items=0-1", 100), RangeRequest::Full);

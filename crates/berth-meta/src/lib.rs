@@ -7,14 +7,21 @@
 //! decision taken on a read cannot be invalidated before its write commits, and no deferred
 //! transaction ever fails to upgrade its lock (which a client would see as a 500).
 
+mod gc;
+mod jobs;
 mod schema;
+
+pub use gc::{BlobReview, GcPolicy, ManifestReview, ReviewItem, StorageUsage, Sweep};
+pub use jobs::{Job, JobState};
 
 use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use berth_core::{Digest, RepoName};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{Row, Sqlite, Transaction};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +38,10 @@ pub type Result<T, E = MetaError> = std::result::Result<T, E>;
 
 /// Milliseconds since the epoch: the one time unit of the schema.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// A live blob as a repository sees it.
@@ -41,6 +51,9 @@ pub struct BlobRow {
     pub generation: String,
     pub size: u64,
     pub touched_at: i64,
+    /// When the repository's link was written or last refreshed (0 when not asked through a
+    /// repository).
+    pub linked_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +106,11 @@ pub enum PutManifestError {
     #[error("manifest {0} is not in this repository")]
     MissingManifest(Digest),
     #[error("descriptor of {digest} says {claimed} bytes but the stored content has {actual}")]
-    SizeMismatch { digest: Digest, claimed: u64, actual: u64 },
+    SizeMismatch {
+        digest: Digest,
+        claimed: u64,
+        actual: u64,
+    },
     #[error(transparent)]
     Meta(#[from] MetaError),
 }
@@ -102,6 +119,16 @@ impl From<sqlx::Error> for PutManifestError {
     fn from(e: sqlx::Error) -> Self {
         PutManifestError::Meta(MetaError::Db(e))
     }
+}
+
+/// What deleting a manifest did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// Deleted, with this many manifests in all (referrers and orphaned children included).
+    Deleted(usize),
+    NotFound,
+    /// An index of the repository still lists it: these parents.
+    Listed(Vec<String>),
 }
 
 /// What committing an upload did.
@@ -149,7 +176,7 @@ impl MetaStore {
         Ok(MetaStore { read, write })
     }
 
-    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
         self.write.begin_with("BEGIN IMMEDIATE").await
     }
 
@@ -181,11 +208,13 @@ impl MetaStore {
         }
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        sqlx::query("INSERT INTO projects (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-            .bind(name.project())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO projects (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name.project())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO repositories (project_id, name, created_at)
              SELECT id, $2, $3 FROM projects WHERE name = $1
@@ -221,7 +250,7 @@ impl MetaStore {
     /// The live blob `digest` if it is linked into repository `repo_id`.
     pub async fn blob_in_repo(&self, repo_id: i64, digest: &Digest) -> Result<Option<BlobRow>> {
         let row = sqlx::query(
-            "SELECT b.generation, b.size, b.touched_at FROM repo_blobs rb
+            "SELECT b.generation, b.size, b.touched_at, rb.linked_at FROM repo_blobs rb
              JOIN blobs b ON b.digest = rb.digest AND b.state = 'live'
              WHERE rb.repo_id = $1 AND rb.digest = $2",
         )
@@ -234,20 +263,24 @@ impl MetaStore {
             generation: r.get(0),
             size: r.get::<i64, _>(1) as u64,
             touched_at: r.get(2),
+            linked_at: r.get(3),
         }))
     }
 
     /// The live blob `digest`, whatever repository holds it.
     pub async fn live_blob(&self, digest: &Digest) -> Result<Option<BlobRow>> {
-        let row = sqlx::query("SELECT generation, size, touched_at FROM blobs WHERE digest = $1 AND state = 'live'")
-            .bind(digest.to_string())
-            .fetch_optional(&self.read)
-            .await?;
+        let row = sqlx::query(
+            "SELECT generation, size, touched_at FROM blobs WHERE digest = $1 AND state = 'live'",
+        )
+        .bind(digest.to_string())
+        .fetch_optional(&self.read)
+        .await?;
         Ok(row.map(|r| BlobRow {
             digest: digest.clone(),
             generation: r.get(0),
             size: r.get::<i64, _>(1) as u64,
             touched_at: r.get(2),
+            linked_at: 0,
         }))
     }
 
@@ -263,26 +296,45 @@ impl MetaStore {
         Ok(rows)
     }
 
-    /// Records that a client relied on a blob (HEAD, GET, mount), so garbage collection keeps
-    /// it through the grace period. Callers only call this when the stored time is stale, so
-    /// pulls do not write on every request.
-    pub async fn touch_blob(&self, digest: &Digest, now: i64) -> Result<()> {
-        sqlx::query("UPDATE blobs SET touched_at = $2 WHERE digest = $1 AND state = 'live' AND touched_at < $2")
-            .bind(digest.to_string())
-            .bind(now)
-            .execute(&self.write)
-            .await?;
-        Ok(())
+    /// Records that a client relied on a blob through a repository (HEAD, GET), so garbage
+    /// collection keeps both the blob and the repository's link through the grace period.
+    /// Callers only call this when the stored times are stale, so pulls do not write on every
+    /// request. False when a sweep took the blob or the link first: the caller must then
+    /// answer as if the blob did not exist (a client that saw 200 would skip its upload).
+    pub async fn touch_blob(&self, repo_id: i64, digest: &Digest, now: i64) -> Result<bool> {
+        let d = digest.to_string();
+        let mut tx = self.begin_write().await?;
+        let blob =
+            sqlx::query("UPDATE blobs SET touched_at = $2 WHERE digest = $1 AND state = 'live'")
+                .bind(&d)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        let link =
+            sqlx::query("UPDATE repo_blobs SET linked_at = $3 WHERE repo_id = $1 AND digest = $2")
+                .bind(repo_id)
+                .bind(&d)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if blob == 0 || link == 0 {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Links a live blob into a repository (a cross-repository mount). False if no live blob.
     pub async fn link_blob(&self, repo_id: i64, digest: &Digest) -> Result<bool> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let live: Option<i64> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = $1 AND state = 'live'")
-            .bind(digest.to_string())
-            .fetch_optional(&mut *tx)
-            .await?;
+        let live: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = $1 AND state = 'live'")
+                .bind(digest.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
         if live.is_none() {
             return Ok(false);
         }
@@ -300,17 +352,21 @@ impl MetaStore {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+        gc::enqueue_blob(&mut tx, &digest.to_string(), now).await?;
         tx.commit().await?;
         Ok(true)
     }
 
     /// Removes a blob's link from a repository. False if it was not linked.
     pub async fn unlink_blob(&self, repo_id: i64, digest: &Digest) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("DELETE FROM repo_blobs WHERE repo_id = $1 AND digest = $2")
             .bind(repo_id)
             .bind(digest.to_string())
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
+        gc::enqueue_blob(&mut tx, &digest.to_string(), now_ms()).await?;
+        tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -332,10 +388,12 @@ impl MetaStore {
     }
 
     pub async fn get_upload(&self, id: &str) -> Result<Option<UploadRow>> {
-        let row = sqlx::query("SELECT repo_id, \"offset\", hash_state, updated_at FROM uploads WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.write)
-            .await?;
+        let row = sqlx::query(
+            "SELECT repo_id, \"offset\", hash_state, updated_at FROM uploads WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.write)
+        .await?;
         Ok(row.map(|r| UploadRow {
             id: id.to_owned(),
             repo_id: r.get(0),
@@ -347,7 +405,13 @@ impl MetaStore {
 
     /// Records a durable append: moves the session from `old_offset` to `new_offset`. False
     /// when the session is gone or another request moved it first (that request won).
-    pub async fn advance_upload(&self, id: &str, old_offset: u64, new_offset: u64, hash_state: &[u8]) -> Result<bool> {
+    pub async fn advance_upload(
+        &self,
+        id: &str,
+        old_offset: u64,
+        new_offset: u64,
+        hash_state: &[u8],
+    ) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE uploads SET \"offset\" = $3, hash_state = $4, updated_at = $5
              WHERE id = $1 AND \"offset\" = $2",
@@ -363,7 +427,10 @@ impl MetaStore {
     }
 
     pub async fn delete_upload(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&self.write).await?;
+        let done = sqlx::query("DELETE FROM uploads WHERE id = $1")
+            .bind(id)
+            .execute(&self.write)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -389,11 +456,13 @@ impl MetaStore {
                 .await?;
         let outcome = match existing {
             Some(generation) => {
-                sqlx::query("UPDATE blobs SET touched_at = $2 WHERE digest = $1 AND state = 'live'")
-                    .bind(&d)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE blobs SET touched_at = $2 WHERE digest = $1 AND state = 'live'",
+                )
+                .bind(&d)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
                 CommitOutcome::AlreadyLive { generation }
             }
             None => {
@@ -422,7 +491,12 @@ impl MetaStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM uploads WHERE id = $1").bind(upload_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM uploads WHERE id = $1")
+            .bind(upload_id)
+            .execute(&mut *tx)
+            .await?;
+        // A blob that no manifest ever references is collected after the grace period.
+        gc::enqueue_blob(&mut tx, &d, now).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -462,11 +536,12 @@ impl MetaStore {
             }
         }
         for (child, claimed) in &m.children {
-            let size: Option<i64> = sqlx::query_scalar("SELECT size FROM manifests WHERE repo_id = $1 AND digest = $2")
-                .bind(repo_id)
-                .bind(child.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
+            let size: Option<i64> =
+                sqlx::query_scalar("SELECT size FROM manifests WHERE repo_id = $1 AND digest = $2")
+                    .bind(repo_id)
+                    .bind(child.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
             match size {
                 None => return Err(PutManifestError::MissingManifest(child.clone())),
                 Some(actual) if actual as u64 != *claimed => {
@@ -501,6 +576,9 @@ impl MetaStore {
         .await?
         .rows_affected()
             == 1;
+        if inserted && tag.is_none() {
+            gc::enqueue_manifest(&mut tx, repo_id, &digest, now).await?;
+        }
         if inserted {
             for (blob, _) in &m.blobs {
                 sqlx::query("INSERT INTO manifest_refs (repo_id, manifest, blob) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
@@ -522,11 +600,12 @@ impl MetaStore {
             }
         }
         if let Some(tag) = tag {
-            let previous: Option<String> = sqlx::query_scalar("SELECT digest FROM tags WHERE repo_id = $1 AND name = $2")
-                .bind(repo_id)
-                .bind(tag)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let previous: Option<String> =
+                sqlx::query_scalar("SELECT digest FROM tags WHERE repo_id = $1 AND name = $2")
+                    .bind(repo_id)
+                    .bind(tag)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             sqlx::query(
                 "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
@@ -537,13 +616,16 @@ impl MetaStore {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("UPDATE manifests SET untagged_at = NULL WHERE repo_id = $1 AND digest = $2")
-                .bind(repo_id)
-                .bind(&digest)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE manifests SET untagged_at = NULL WHERE repo_id = $1 AND digest = $2",
+            )
+            .bind(repo_id)
+            .bind(&digest)
+            .execute(&mut *tx)
+            .await?;
             if let Some(prev) = previous.filter(|p| *p != digest) {
                 mark_untagged_if_orphan(&mut tx, repo_id, &prev, now).await?;
+                gc::enqueue_manifest(&mut tx, repo_id, &prev, now).await?;
             }
         }
         tx.commit().await?;
@@ -551,58 +633,74 @@ impl MetaStore {
     }
 
     pub async fn resolve_tag(&self, repo_id: i64, tag: &str) -> Result<Option<Digest>> {
-        let d: Option<String> = sqlx::query_scalar("SELECT digest FROM tags WHERE repo_id = $1 AND name = $2")
-            .bind(repo_id)
-            .bind(tag)
-            .fetch_optional(&self.read)
-            .await?;
+        let d: Option<String> =
+            sqlx::query_scalar("SELECT digest FROM tags WHERE repo_id = $1 AND name = $2")
+                .bind(repo_id)
+                .bind(tag)
+                .fetch_optional(&self.read)
+                .await?;
         d.as_deref().map(parse_digest).transpose()
     }
 
     pub async fn get_manifest(&self, repo_id: i64, digest: &Digest) -> Result<Option<ManifestRow>> {
-        let row = sqlx::query("SELECT media_type, payload FROM manifests WHERE repo_id = $1 AND digest = $2")
-            .bind(repo_id)
-            .bind(digest.to_string())
-            .fetch_optional(&self.read)
-            .await?;
-        Ok(row.map(|r| ManifestRow { digest: digest.clone(), media_type: r.get(0), payload: r.get(1) }))
+        let row = sqlx::query(
+            "SELECT media_type, payload FROM manifests WHERE repo_id = $1 AND digest = $2",
+        )
+        .bind(repo_id)
+        .bind(digest.to_string())
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(|r| ManifestRow {
+            digest: digest.clone(),
+            media_type: r.get(0),
+            payload: r.get(1),
+        }))
     }
 
-    /// Deletes a manifest with its tags and reference rows. False if it did not exist.
-    pub async fn delete_manifest(&self, repo_id: i64, digest: &Digest) -> Result<bool> {
+    /// Deletes a manifest with everything that depends on it: its tags, its referrers, the
+    /// cosign-style `sha256-<hex>.sig/.att/.sbom` tags of this repository, and the index
+    /// children nothing else uses. Their blobs are queued for garbage collection. A manifest
+    /// that an index of the repository still lists is refused (`Listed`).
+    pub async fn delete_manifest(&self, repo_id: i64, digest: &Digest) -> Result<DeleteOutcome> {
         let d = digest.to_string();
         let mut tx = self.begin_write().await?;
-        let gone = sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
-            .bind(repo_id)
-            .bind(&d)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            > 0;
-        if gone {
-            for sql in [
-                "DELETE FROM tags WHERE repo_id = $1 AND digest = $2",
-                "DELETE FROM manifest_refs WHERE repo_id = $1 AND manifest = $2",
-                "DELETE FROM manifest_children WHERE repo_id = $1 AND parent = $2",
-            ] {
-                sqlx::query(sql).bind(repo_id).bind(&d).execute(&mut *tx).await?;
-            }
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM manifests WHERE repo_id = $1 AND digest = $2")
+                .bind(repo_id)
+                .bind(&d)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if exists.is_none() {
+            return Ok(DeleteOutcome::NotFound);
         }
+        let parents: Vec<String> =
+            sqlx::query_scalar("SELECT parent FROM manifest_children WHERE repo_id = $1 AND child = $2 ORDER BY parent")
+                .bind(repo_id)
+                .bind(&d)
+                .fetch_all(&mut *tx)
+                .await?;
+        if !parents.is_empty() {
+            return Ok(DeleteOutcome::Listed(parents));
+        }
+        let deleted = gc::delete_manifest_cascade(&mut tx, repo_id, &d, now_ms()).await?;
         tx.commit().await?;
-        Ok(gone)
+        Ok(DeleteOutcome::Deleted(deleted))
     }
 
     /// Deletes a tag (the manifest stays). False if there was no such tag.
     pub async fn delete_tag(&self, repo_id: i64, tag: &str) -> Result<bool> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let digest: Option<String> = sqlx::query_scalar("DELETE FROM tags WHERE repo_id = $1 AND name = $2 RETURNING digest")
-            .bind(repo_id)
-            .bind(tag)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let digest: Option<String> = sqlx::query_scalar(
+            "DELETE FROM tags WHERE repo_id = $1 AND name = $2 RETURNING digest",
+        )
+        .bind(repo_id)
+        .bind(tag)
+        .fetch_optional(&mut *tx)
+        .await?;
         if let Some(d) = &digest {
             mark_untagged_if_orphan(&mut tx, repo_id, d, now).await?;
+            gc::enqueue_manifest(&mut tx, repo_id, d, now).await?;
         }
         tx.commit().await?;
         Ok(digest.is_some())
@@ -610,12 +708,14 @@ impl MetaStore {
 
     /// Tags of a repository after `last`, in bytewise order, at most `n`.
     pub async fn list_tags(&self, repo_id: i64, last: Option<&str>, n: u32) -> Result<Vec<String>> {
-        let rows = sqlx::query_scalar("SELECT name FROM tags WHERE repo_id = $1 AND name > $2 ORDER BY name LIMIT $3")
-            .bind(repo_id)
-            .bind(last.unwrap_or(""))
-            .bind(n as i64)
-            .fetch_all(&self.read)
-            .await?;
+        let rows = sqlx::query_scalar(
+            "SELECT name FROM tags WHERE repo_id = $1 AND name > $2 ORDER BY name LIMIT $3",
+        )
+        .bind(repo_id)
+        .bind(last.unwrap_or(""))
+        .bind(n as i64)
+        .fetch_all(&self.read)
+        .await?;
         Ok(rows)
     }
 

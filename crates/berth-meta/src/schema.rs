@@ -4,14 +4,31 @@
 use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
-const SQLITE: &[(i64, &str, &str)] = &[(1, "registry", include_str!("../migrations/sqlite/0001_registry.sql"))];
+const SQLITE: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "registry",
+        include_str!("../migrations/sqlite/0001_registry.sql"),
+    ),
+    (
+        2,
+        "gc_jobs",
+        include_str!("../migrations/sqlite/0002_gc_jobs.sql"),
+    ),
+];
 
 pub fn migrator() -> Migrator {
     Migrator::with_migrations(
         SQLITE
             .iter()
             .map(|(version, name, sql)| {
-                Migration::new(*version, (*name).into(), MigrationType::Simple, sql.into_sql_str(), false)
+                Migration::new(
+                    *version,
+                    (*name).into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
             })
             .collect(),
     )

@@ -2,7 +2,9 @@ use super::*;
 
 async fn store() -> (tempfile::TempDir, MetaStore) {
     let dir = tempfile::tempdir().unwrap();
-    let m = MetaStore::open_sqlite(&dir.path().join("meta.db")).await.unwrap();
+    let m = MetaStore::open_sqlite(&dir.path().join("meta.db"))
+        .await
+        .unwrap();
     (dir, m)
 }
 
@@ -19,7 +21,9 @@ const GEN: &str = "2b0c3d6e-1a1f-4c55-9a43-3b3c2d1e0f00";
 async fn push_blob(m: &MetaStore, repo_id: i64, content: &str) -> Digest {
     let id = uuid_like(content);
     m.create_upload(&id, repo_id, b"state").await.unwrap();
-    m.commit_blob(&id, repo_id, &d(content), Some((GEN, content.len() as u64))).await.unwrap();
+    m.commit_blob(&id, repo_id, &d(content), Some((GEN, content.len() as u64)))
+        .await
+        .unwrap();
     d(content)
 }
 
@@ -50,7 +54,10 @@ async fn repos_are_created_once_and_listed_in_order() {
     assert_eq!(m.ensure_repo(&repo("team/b")).await.unwrap(), b);
     assert_ne!(a, b);
     m.ensure_repo(&repo("other")).await.unwrap();
-    assert_eq!(m.list_repos(None, 10).await.unwrap(), ["other", "team/a", "team/b"]);
+    assert_eq!(
+        m.list_repos(None, 10).await.unwrap(),
+        ["other", "team/a", "team/b"]
+    );
     assert_eq!(m.list_repos(Some("other"), 1).await.unwrap(), ["team/a"]);
 }
 
@@ -60,20 +67,48 @@ async fn a_commit_of_a_known_digest_is_deduplicated_and_linked() {
     let r1 = m.ensure_repo(&repo("a")).await.unwrap();
     let r2 = m.ensure_repo(&repo("b")).await.unwrap();
     m.create_upload("u1", r1, b"s").await.unwrap();
-    assert_eq!(m.commit_blob("u1", r1, &d("x"), Some((GEN, 1))).await.unwrap(), CommitOutcome::Stored);
+    assert_eq!(
+        m.commit_blob("u1", r1, &d("x"), Some((GEN, 1)))
+            .await
+            .unwrap(),
+        CommitOutcome::Stored
+    );
     m.create_upload("u2", r2, b"s").await.unwrap();
     let other_gen = "9b0c3d6e-1a1f-4c55-9a43-3b3c2d1e0f00";
     assert_eq!(
-        m.commit_blob("u2", r2, &d("x"), Some((other_gen, 1))).await.unwrap(),
-        CommitOutcome::AlreadyLive { generation: GEN.into() }
+        m.commit_blob("u2", r2, &d("x"), Some((other_gen, 1)))
+            .await
+            .unwrap(),
+        CommitOutcome::AlreadyLive {
+            generation: GEN.into()
+        }
     );
-    assert!(m.get_upload("u2").await.unwrap().is_none(), "the upload row is consumed");
+    assert!(
+        m.get_upload("u2").await.unwrap().is_none(),
+        "the upload row is consumed"
+    );
     m.create_upload("u3", r2, b"s").await.unwrap();
-    assert_eq!(m.commit_blob("u3", r2, &d("unknown"), None).await.unwrap(), CommitOutcome::NotLive);
-    assert!(m.get_upload("u3").await.unwrap().is_some(), "nothing changes when not live");
-    assert_eq!(m.blob_in_repo(r2, &d("x")).await.unwrap().unwrap().generation, GEN);
+    assert_eq!(
+        m.commit_blob("u3", r2, &d("unknown"), None).await.unwrap(),
+        CommitOutcome::NotLive
+    );
+    assert!(
+        m.get_upload("u3").await.unwrap().is_some(),
+        "nothing changes when not live"
+    );
+    assert_eq!(
+        m.blob_in_repo(r2, &d("x"))
+            .await
+            .unwrap()
+            .unwrap()
+            .generation,
+        GEN
+    );
     assert!(m.unlink_blob(r1, &d("x")).await.unwrap());
-    assert!(m.blob_in_repo(r1, &d("x")).await.unwrap().is_none(), "unlinked from a only");
+    assert!(
+        m.blob_in_repo(r1, &d("x")).await.unwrap().is_none(),
+        "unlinked from a only"
+    );
     assert!(m.blob_in_repo(r2, &d("x")).await.unwrap().is_some());
 }
 
@@ -83,7 +118,10 @@ async fn upload_offsets_move_only_from_the_expected_offset() {
     let r = m.ensure_repo(&repo("a")).await.unwrap();
     m.create_upload("u", r, b"s0").await.unwrap();
     assert!(m.advance_upload("u", 0, 10, b"s1").await.unwrap());
-    assert!(!m.advance_upload("u", 0, 20, b"s2").await.unwrap(), "a stale writer loses");
+    assert!(
+        !m.advance_upload("u", 0, 20, b"s2").await.unwrap(),
+        "a stale writer loses"
+    );
     let row = m.get_upload("u").await.unwrap().unwrap();
     assert_eq!((row.offset, row.hash_state.as_slice()), (10, &b"s1"[..]));
 }
@@ -94,16 +132,40 @@ async fn manifests_require_their_blobs_with_the_right_size() {
     let r = m.ensure_repo(&repo("a")).await.unwrap();
     let other = m.ensure_repo(&repo("b")).await.unwrap();
     let cfg = push_blob(&m, other, "cfg").await;
-    let err = m.put_manifest(r, &image(&cfg, 3), Some("v1")).await.unwrap_err();
-    assert!(matches!(err, PutManifestError::MissingBlob(ref x) if *x == cfg), "{err}");
+    let err = m
+        .put_manifest(r, &image(&cfg, 3), Some("v1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PutManifestError::MissingBlob(ref x) if *x == cfg),
+        "{err}"
+    );
     m.link_blob(r, &cfg).await.unwrap();
-    let err = m.put_manifest(r, &image(&cfg, 4), Some("v1")).await.unwrap_err();
-    assert!(matches!(err, PutManifestError::SizeMismatch { claimed: 4, actual: 3, .. }), "{err}");
-    m.put_manifest(r, &image(&cfg, 3), Some("v1")).await.unwrap();
+    let err = m
+        .put_manifest(r, &image(&cfg, 4), Some("v1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PutManifestError::SizeMismatch {
+                claimed: 4,
+                actual: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    m.put_manifest(r, &image(&cfg, 3), Some("v1"))
+        .await
+        .unwrap();
     let md = image(&cfg, 3).digest;
     assert_eq!(m.resolve_tag(r, "v1").await.unwrap(), Some(md.clone()));
     assert!(m.get_manifest(r, &md).await.unwrap().is_some());
-    assert!(m.get_manifest(other, &md).await.unwrap().is_none(), "manifests are per repository");
+    assert!(
+        m.get_manifest(other, &md).await.unwrap().is_none(),
+        "manifests are per repository"
+    );
 }
 
 #[tokio::test]
@@ -114,14 +176,26 @@ async fn tags_list_in_bytewise_order_and_delete() {
     for t in ["b", "A", "a", "_z", "B1"] {
         m.put_manifest(r, &image(&cfg, 3), Some(t)).await.unwrap();
     }
-    assert_eq!(m.list_tags(r, None, 100).await.unwrap(), ["A", "B1", "_z", "a", "b"]);
+    assert_eq!(
+        m.list_tags(r, None, 100).await.unwrap(),
+        ["A", "B1", "_z", "a", "b"]
+    );
     assert_eq!(m.list_tags(r, Some("B1"), 2).await.unwrap(), ["_z", "a"]);
     assert!(m.delete_tag(r, "a").await.unwrap());
     assert!(!m.delete_tag(r, "a").await.unwrap());
     let md = image(&cfg, 3).digest;
-    assert!(m.get_manifest(r, &md).await.unwrap().is_some(), "deleting a tag keeps the manifest");
-    assert!(m.delete_manifest(r, &md).await.unwrap());
-    assert!(m.list_tags(r, None, 100).await.unwrap().is_empty(), "deleting a manifest drops its tags");
+    assert!(
+        m.get_manifest(r, &md).await.unwrap().is_some(),
+        "deleting a tag keeps the manifest"
+    );
+    assert_eq!(
+        m.delete_manifest(r, &md).await.unwrap(),
+        DeleteOutcome::Deleted(1)
+    );
+    assert!(
+        m.list_tags(r, None, 100).await.unwrap().is_empty(),
+        "deleting a manifest drops its tags"
+    );
 }
 
 #[tokio::test]
@@ -159,7 +233,18 @@ async fn index_children_must_exist_and_referrers_are_found() {
 
     let all = m.referrers(r, &index.digest, None, None, 10).await.unwrap();
     assert_eq!(all.len(), 2);
-    let sigs = m.referrers(r, &index.digest, Some("application/x-sig"), None, 10).await.unwrap();
-    assert_eq!(sigs.iter().map(|x| &x.digest).collect::<Vec<_>>(), [&sig.digest]);
-    assert!(m.referrers(r, &d("nothing"), None, None, 10).await.unwrap().is_empty());
+    let sigs = m
+        .referrers(r, &index.digest, Some("application/x-sig"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        sigs.iter().map(|x| &x.digest).collect::<Vec<_>>(),
+        [&sig.digest]
+    );
+    assert!(
+        m.referrers(r, &d("nothing"), None, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

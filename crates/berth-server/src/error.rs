@@ -34,7 +34,10 @@ fn oci_response(err: &OciError) -> Response {
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = Response::new(Body::from(err.to_json()));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -56,13 +59,19 @@ impl IntoResponse for ApiError {
             ApiError::Storage(e) if e.kind == StorageErrorKind::Timeout => {
                 tracing::warn!(error = %e, "blob store timed out");
                 oci_response(
-                    &OciError::new(ErrorCode::Internal, "the blob store did not answer in time; retry")
-                        .with_status(503),
+                    &OciError::new(
+                        ErrorCode::Internal,
+                        "the blob store did not answer in time; retry",
+                    )
+                    .with_status(503),
                 )
             }
             other => {
                 tracing::error!(error = %other, "request failed");
-                oci_response(&OciError::new(ErrorCode::Internal, "internal server error; see the server log"))
+                oci_response(&OciError::new(
+                    ErrorCode::Internal,
+                    "internal server error; see the server log",
+                ))
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The HTTP layer of Berth: the router, the `/v2` API and its registry service, request
 //! logging, and the listener (plain or TLS, header-read timeout, graceful shutdown).
 
+mod api;
 pub mod error;
 mod listener;
 pub mod registry;
@@ -15,7 +16,7 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use tracing::Instrument;
 
 pub use listener::{ListenError, bind, serve};
@@ -29,6 +30,12 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/v2/{*path}", any(v2::dispatch))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(api::metrics))
+        .route("/api/v1/gc", post(api::start_gc))
+        .route("/api/v1/scrub", post(api::start_scrub))
+        .route("/api/v1/jobs", get(api::list_jobs))
+        .route("/api/v1/jobs/{id}", get(api::get_job))
+        .route("/api/v1/storage", get(api::storage))
         .with_state(registry)
         .layer(middleware::from_fn(request_log))
 }
@@ -50,7 +57,11 @@ async fn request_log(req: Request<Body>, next: Next) -> Response {
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let method = req.method().clone();

@@ -27,7 +27,11 @@ pub enum ListenError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
     #[error("cannot read TLS {what} {path}: {source}")]
-    TlsFile { what: &'static str, path: String, source: io::Error },
+    TlsFile {
+        what: &'static str,
+        path: String,
+        source: io::Error,
+    },
     #[error("TLS configuration: {0}")]
     Tls(String),
     #[error("invalid configuration: {0}")]
@@ -38,12 +42,22 @@ fn load_tls(cert: &Path, key: &Path) -> Result<TlsAcceptor, ListenError> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<_, _>>())
-        .map_err(|e| ListenError::TlsFile { what: "certificate", path: cert.display().to_string(), source: io::Error::other(e) })?;
+        .map_err(|e| ListenError::TlsFile {
+            what: "certificate",
+            path: cert.display().to_string(),
+            source: io::Error::other(e),
+        })?;
     if certs.is_empty() {
-        return Err(ListenError::Tls(format!("{} holds no PEM certificate", cert.display())));
+        return Err(ListenError::Tls(format!(
+            "{} holds no PEM certificate",
+            cert.display()
+        )));
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| ListenError::TlsFile { what: "key", path: key.display().to_string(), source: io::Error::other(e) })?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| ListenError::TlsFile {
+        what: "key",
+        path: key.display().to_string(),
+        source: io::Error::other(e),
+    })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -58,7 +72,9 @@ fn load_tls(cert: &Path, key: &Path) -> Result<TlsAcceptor, ListenError> {
 /// Binds the configured address. Separate from [`serve`] so callers can learn the port.
 pub async fn bind(config: &Config) -> Result<TcpListener, ListenError> {
     let addr = config.listen_addr().map_err(ListenError::Config)?;
-    TcpListener::bind(addr).await.map_err(|source| ListenError::Bind { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ListenError::Bind { addr, source })
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains.
@@ -78,7 +94,10 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(config.server.header_read_timeout.0)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(60)));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(60)));
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let service = TowerToHyperService::new(app);
@@ -107,17 +126,22 @@ pub async fn serve(
         tokio::spawn(async move {
             let result = match tls {
                 None => serve_conn(&builder, watcher, stream, service).await,
-                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => serve_conn(&builder, watcher, tls_stream, service).await,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        Ok(())
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(tls_stream)) => {
+                            serve_conn(&builder, watcher, tls_stream, service).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            Ok(())
+                        }
                     }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        Ok(())
-                    }
-                },
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -125,9 +149,15 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tracing::info!(connections = graceful.count(), "shutting down: draining in-flight requests");
+    tracing::info!(
+        connections = graceful.count(),
+        "shutting down: draining in-flight requests"
+    );
     let grace = config.server.shutdown_grace.0;
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(grace = ?grace, "connections still open after the shutdown grace; closing them");
     }
     Ok(())
@@ -145,4 +175,3 @@ where
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     watcher.watch(conn.into_owned()).await
 }
-

@@ -10,22 +10,23 @@ use berth_core::manifest::{self, ManifestKind};
 use berth_core::range::ChunkRange;
 use berth_core::{Algorithm, Digest, Digester, ErrorCode, OciError, Reference, RepoName};
 use berth_meta::{
-    BlobRow, CommitOutcome, ManifestRow, MetaStore, NewManifest, PutManifestError, ReferrerRow, UploadRow, now_ms,
+    BlobRow, CommitOutcome, DeleteOutcome, ManifestRow, MetaStore, NewManifest, PutManifestError,
+    ReferrerRow, UploadRow, now_ms,
 };
 use berth_storage::{BlobKey, BlobStore, ByteStream, UploadId, WriteError};
 
 use crate::error::{ApiError, ApiResult};
 
-/// A HEAD, GET or mount of a blob refreshes its `touched_at` when the stored time is older
-/// than this, so that garbage collection keeps a blob a client just relied on ("HEAD, 200,
-/// skip the upload, PUT the manifest later") without a write on every pull. Half of the
-/// default 24 h GC grace period.
-const TOUCH_INTERVAL: Duration = Duration::from_secs(12 * 3600);
+/// A long streamed PATCH marks its session active this often, so the idle-upload purger
+/// never takes a slow but live push.
+const UPLOAD_ACTIVITY_INTERVAL: Duration = Duration::from_secs(60);
 
 pub struct Registry {
     pub meta: MetaStore,
     pub blobs: Arc<dyn BlobStore>,
     pub config: Arc<Config>,
+    /// Wakes this node's job runner when the API queues a job.
+    pub jobs_wake: Arc<tokio::sync::Notify>,
     /// Upload sessions with a request in progress on this node: a second concurrent PATCH or
     /// PUT on the same session is refused with 416 instead of interleaving bytes.
     busy_uploads: Mutex<HashSet<String>>,
@@ -58,7 +59,10 @@ pub struct Page<T> {
 }
 
 fn upload_unknown() -> ApiError {
-    ApiError::oci(ErrorCode::BlobUploadUnknown, "blob upload unknown to registry")
+    ApiError::oci(
+        ErrorCode::BlobUploadUnknown,
+        "blob upload unknown to registry",
+    )
 }
 
 fn blob_unknown(digest: &Digest) -> ApiError {
@@ -77,16 +81,23 @@ fn manifest_unknown(reference: &str) -> ApiError {
 
 fn name_unknown(name: &RepoName) -> ApiError {
     ApiError::Oci(
-        OciError::new(ErrorCode::NameUnknown, "repository name not known to registry")
-            .with_detail(serde_json::json!({ "name": name.as_str() })),
+        OciError::new(
+            ErrorCode::NameUnknown,
+            "repository name not known to registry",
+        )
+        .with_detail(serde_json::json!({ "name": name.as_str() })),
     )
 }
 
 /// The 416 of an upload request that does not continue at the session's offset.
 pub fn range_error(name: &RepoName, state: &UploadState, message: &str, base: &str) -> ApiError {
     use axum::http::{HeaderValue, header};
-    let mut headers = vec![(header::RANGE, HeaderValue::from_str(&range_value(state.offset)).expect("digits"))];
-    if let Ok(loc) = HeaderValue::from_str(&format!("{base}/v2/{name}/blobs/uploads/{}", state.id)) {
+    let mut headers = vec![(
+        header::RANGE,
+        HeaderValue::from_str(&range_value(state.offset)).expect("digits"),
+    )];
+    if let Ok(loc) = HeaderValue::from_str(&format!("{base}/v2/{name}/blobs/uploads/{}", state.id))
+    {
         headers.push((header::LOCATION, loc));
     }
     ApiError::WithHeaders(OciError::new(ErrorCode::RangeInvalid, message), headers)
@@ -106,23 +117,37 @@ fn write_error(e: WriteError) -> ApiError {
         ),
         WriteError::Body(e) => ApiError::oci(
             ErrorCode::BlobUploadInvalid,
-            format!("the upload body failed ({e}); the session keeps its last offset and can be resumed"),
+            format!(
+                "the upload body failed ({e}); the session keeps its last offset and can be resumed"
+            ),
         ),
-        WriteError::TooLong(n) => {
-            ApiError::oci(ErrorCode::SizeInvalid, format!("the body is longer than the {n} bytes declared"))
-        }
+        WriteError::TooLong(n) => ApiError::oci(
+            ErrorCode::SizeInvalid,
+            format!("the body is longer than the {n} bytes declared"),
+        ),
         WriteError::Storage(e) => ApiError::Storage(e),
     }
 }
 
 impl Registry {
     pub fn new(meta: MetaStore, blobs: Arc<dyn BlobStore>, config: Arc<Config>) -> Registry {
-        Registry { meta, blobs, config, busy_uploads: Mutex::new(HashSet::new()) }
+        Registry {
+            meta,
+            blobs,
+            config,
+            jobs_wake: Arc::new(tokio::sync::Notify::new()),
+            busy_uploads: Mutex::new(HashSet::new()),
+        }
     }
 
     /// The base of `Location` headers: empty (relative) unless an external URL is configured.
     pub fn url_base(&self) -> &str {
-        self.config.server.external_url.as_deref().map(|u| u.trim_end_matches('/')).unwrap_or("")
+        self.config
+            .server
+            .external_url
+            .as_deref()
+            .map(|u| u.trim_end_matches('/'))
+            .unwrap_or("")
     }
 
     async fn existing_repo(&self, name: &RepoName) -> ApiResult<Option<i64>> {
@@ -135,7 +160,10 @@ impl Registry {
         if !set.insert(key.clone()) {
             return None;
         }
-        Some(UploadLock { set: &self.busy_uploads, id: key })
+        Some(UploadLock {
+            set: &self.busy_uploads,
+            id: key,
+        })
     }
 
     fn check_delete_enabled(&self) -> ApiResult<()> {
@@ -143,44 +171,78 @@ impl Registry {
             Ok(())
         } else {
             Err(ApiError::Oci(
-                OciError::new(ErrorCode::Unsupported, "deletes are disabled on this registry (registry.delete_enabled)")
-                    .with_status(405),
+                OciError::new(
+                    ErrorCode::Unsupported,
+                    "deletes are disabled on this registry (registry.delete_enabled)",
+                )
+                .with_status(405),
             ))
         }
     }
 
     // ---- blobs ----
 
-    /// The blob as this repository sees it; refreshes its GC touch time when stale.
+    /// The blob as this repository sees it. A client that sees a blob exist may skip
+    /// uploading it and reference it in a manifest later ("HEAD, 200, skip"), so the blob and
+    /// the repository's link are touched whenever their times are older than half the GC
+    /// grace period: a sweep can then only take them after a full grace period without
+    /// touches. The touch is a write that serializes with the sweeper; if the sweeper won,
+    /// the blob is answered as unknown, never as present-then-gone.
     pub async fn stat_blob(&self, name: &RepoName, digest: &Digest) -> ApiResult<BlobRow> {
-        let repo = self.existing_repo(name).await?.ok_or_else(|| blob_unknown(digest))?;
-        let row = self.meta.blob_in_repo(repo, digest).await?.ok_or_else(|| blob_unknown(digest))?;
+        let repo = self
+            .existing_repo(name)
+            .await?
+            .ok_or_else(|| blob_unknown(digest))?;
+        let row = self
+            .meta
+            .blob_in_repo(repo, digest)
+            .await?
+            .ok_or_else(|| blob_unknown(digest))?;
         let now = now_ms();
-        if now - row.touched_at > TOUCH_INTERVAL.as_millis() as i64 {
-            self.meta.touch_blob(digest, now).await?;
+        let touch_after = (self.config.gc.grace_period.0 / 2).as_millis() as i64;
+        if now - row.touched_at.min(row.linked_at) > touch_after
+            && !self.meta.touch_blob(repo, digest, now).await?
+        {
+            return Err(blob_unknown(digest));
         }
         Ok(row)
     }
 
     pub async fn read_blob(&self, row: &BlobRow, offset: u64, len: u64) -> ApiResult<ByteStream> {
-        let key = BlobKey::new(row.digest.clone(), &row.generation)
-            .ok_or_else(|| berth_meta::MetaError::Corrupt(format!("blob generation {:?}", row.generation)))?;
+        let key = BlobKey::new(row.digest.clone(), &row.generation).ok_or_else(|| {
+            berth_meta::MetaError::Corrupt(format!("blob generation {:?}", row.generation))
+        })?;
         Ok(self.blobs.read_blob(&key, offset, len).await?)
     }
 
     pub async fn delete_blob(&self, name: &RepoName, digest: &Digest) -> ApiResult<()> {
         self.check_delete_enabled()?;
-        let repo = self.existing_repo(name).await?.ok_or_else(|| blob_unknown(digest))?;
-        if self.meta.unlink_blob(repo, digest).await? { Ok(()) } else { Err(blob_unknown(digest)) }
+        let repo = self
+            .existing_repo(name)
+            .await?
+            .ok_or_else(|| blob_unknown(digest))?;
+        if self.meta.unlink_blob(repo, digest).await? {
+            Ok(())
+        } else {
+            Err(blob_unknown(digest))
+        }
     }
 
     // ---- uploads ----
 
-    pub async fn start_upload(&self, name: &RepoName, algorithm: Algorithm) -> ApiResult<UploadState> {
+    pub async fn start_upload(
+        &self,
+        name: &RepoName,
+        algorithm: Algorithm,
+    ) -> ApiResult<UploadState> {
         let repo = self.meta.ensure_repo(name).await?;
         let id = UploadId::new();
         self.blobs.create_upload(&id).await?;
-        if let Err(e) = self.meta.create_upload(&id.to_string(), repo, &Digester::new(algorithm).export()).await {
+        if let Err(e) = self
+            .meta
+            .create_upload(&id.to_string(), repo, &Digester::new(algorithm).export())
+            .await
+        {
             let _ = self.blobs.delete_upload(&id).await;
             return Err(e.into());
         }
@@ -198,10 +260,17 @@ impl Registry {
     ) -> ApiResult<bool> {
         let source_ok = match from {
             Some(from) => match self.existing_repo(from).await? {
-                Some(from_id) if may_read(from.as_str()) => self.meta.blob_in_repo(from_id, digest).await?.is_some(),
+                Some(from_id) if may_read(from.as_str()) => {
+                    self.meta.blob_in_repo(from_id, digest).await?.is_some()
+                }
                 _ => false,
             },
-            None => self.meta.repos_with_blob(digest).await?.iter().any(|r| may_read(r)),
+            None => self
+                .meta
+                .repos_with_blob(digest)
+                .await?
+                .iter()
+                .any(|r| may_read(r)),
         };
         if !source_ok {
             return Ok(false);
@@ -211,7 +280,11 @@ impl Registry {
     }
 
     async fn session(&self, name: &RepoName, id: &UploadId) -> ApiResult<UploadRow> {
-        let row = self.meta.get_upload(&id.to_string()).await?.ok_or_else(upload_unknown)?;
+        let row = self
+            .meta
+            .get_upload(&id.to_string())
+            .await?
+            .ok_or_else(upload_unknown)?;
         match self.existing_repo(name).await? {
             Some(repo) if repo == row.repo_id => Ok(row),
             _ => Err(upload_unknown()),
@@ -220,7 +293,10 @@ impl Registry {
 
     pub async fn upload_status(&self, name: &RepoName, id: &UploadId) -> ApiResult<UploadState> {
         let row = self.session(name, id).await?;
-        Ok(UploadState { id: id.clone(), offset: row.offset })
+        Ok(UploadState {
+            id: id.clone(),
+            offset: row.offset,
+        })
     }
 
     pub async fn cancel_upload(&self, name: &RepoName, id: &UploadId) -> ApiResult<()> {
@@ -245,12 +321,25 @@ impl Registry {
         let lock = self.lock_upload(id);
         // Read the session again under the lock: a request that just finished moved it.
         let row = self.session(name, id).await?;
-        let state = UploadState { id: id.clone(), offset: row.offset };
+        let state = UploadState {
+            id: id.clone(),
+            offset: row.offset,
+        };
         if lock.is_none() {
-            return Err(range_error(name, &state, "another request is writing to this upload", self.url_base()));
+            return Err(range_error(
+                name,
+                &state,
+                "another request is writing to this upload",
+                self.url_base(),
+            ));
         }
-        let (offset, _) = self.append_locked(name, &row, range, content_length, body).await?;
-        Ok(UploadState { id: id.clone(), offset })
+        let (offset, _) = self
+            .append_locked(name, &row, range, content_length, body)
+            .await?;
+        Ok(UploadState {
+            id: id.clone(),
+            offset,
+        })
     }
 
     async fn append_locked(
@@ -262,40 +351,79 @@ impl Registry {
         body: ByteStream,
     ) -> ApiResult<(u64, Digester)> {
         let id = UploadId::parse(&row.id).ok_or_else(upload_unknown)?;
-        let state = UploadState { id: id.clone(), offset: row.offset };
+        let state = UploadState {
+            id: id.clone(),
+            offset: row.offset,
+        };
         if let Some(r) = range {
             if r.start != row.offset {
                 return Err(range_error(
                     name,
                     &state,
-                    &format!("chunk starts at byte {} but the upload has {} bytes", r.start, row.offset),
+                    &format!(
+                        "chunk starts at byte {} but the upload has {} bytes",
+                        r.start, row.offset
+                    ),
                     self.url_base(),
                 ));
             }
-            if let Some(cl) = content_length {
-                if cl != r.len() {
-                    return Err(ApiError::oci(
-                        ErrorCode::SizeInvalid,
-                        format!("Content-Length {cl} does not match Content-Range {}-{}", r.start, r.end),
-                    ));
-                }
-            }
-        }
-        let mut digester = Digester::restore(&row.hash_state)
-            .map_err(|_| berth_meta::MetaError::Corrupt(format!("hash state of upload {}", row.id)))?;
-        let max = range.map(|r| r.len()).or(content_length);
-        let written = self.blobs.append_upload(&id, row.offset, body, &mut digester, max).await.map_err(write_error)?;
-        if let Some(r) = range {
-            if written != r.len() {
+            if let Some(cl) = content_length
+                && cl != r.len()
+            {
                 return Err(ApiError::oci(
                     ErrorCode::SizeInvalid,
-                    format!("Content-Range declared {} bytes but the body had {written}", r.len()),
+                    format!(
+                        "Content-Length {cl} does not match Content-Range {}-{}",
+                        r.start, r.end
+                    ),
                 ));
             }
         }
+        let mut digester = Digester::restore(&row.hash_state).map_err(|_| {
+            berth_meta::MetaError::Corrupt(format!("hash state of upload {}", row.id))
+        })?;
+        let max = range.map(|r| r.len()).or(content_length);
+        let written = {
+            let append = self
+                .blobs
+                .append_upload(&id, row.offset, body, &mut digester, max);
+            tokio::pin!(append);
+            let mut activity = tokio::time::interval(UPLOAD_ACTIVITY_INTERVAL);
+            activity.tick().await;
+            loop {
+                tokio::select! {
+                    r = &mut append => break r.map_err(write_error)?,
+                    _ = activity.tick() => {
+                        if let Err(e) = self.meta.touch_upload(&row.id).await {
+                            tracing::warn!(error = %e, upload = %row.id, "could not mark the upload active");
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(r) = range
+            && written != r.len()
+        {
+            return Err(ApiError::oci(
+                ErrorCode::SizeInvalid,
+                format!(
+                    "Content-Range declared {} bytes but the body had {written}",
+                    r.len()
+                ),
+            ));
+        }
         let new_offset = row.offset + written;
-        if !self.meta.advance_upload(&row.id, row.offset, new_offset, &digester.export()).await? {
-            return Err(range_error(name, &state, "the upload moved on while this chunk was written", self.url_base()));
+        if !self
+            .meta
+            .advance_upload(&row.id, row.offset, new_offset, &digester.export())
+            .await?
+        {
+            return Err(range_error(
+                name,
+                &state,
+                "the upload moved on while this chunk was written",
+                self.url_base(),
+            ));
         }
         Ok((new_offset, digester))
     }
@@ -315,15 +443,27 @@ impl Registry {
         let lock = self.lock_upload(id);
         let row = self.session(name, id).await?;
         if lock.is_none() {
-            let state = UploadState { id: id.clone(), offset: row.offset };
-            return Err(range_error(name, &state, "another request is writing to this upload", self.url_base()));
+            let state = UploadState {
+                id: id.clone(),
+                offset: row.offset,
+            };
+            return Err(range_error(
+                name,
+                &state,
+                "another request is writing to this upload",
+                self.url_base(),
+            ));
         }
         let (size, digester) = match body {
-            Some(body) => self.append_locked(name, &row, range, content_length, body).await?,
+            Some(body) => {
+                self.append_locked(name, &row, range, content_length, body)
+                    .await?
+            }
             None => (
                 row.offset,
-                Digester::restore(&row.hash_state)
-                    .map_err(|_| berth_meta::MetaError::Corrupt(format!("hash state of upload {}", row.id)))?,
+                Digester::restore(&row.hash_state).map_err(|_| {
+                    berth_meta::MetaError::Corrupt(format!("hash state of upload {}", row.id))
+                })?,
             ),
         };
         let actual = if digester.algorithm() == digest.algorithm() {
@@ -334,7 +474,10 @@ impl Registry {
             let mut d = Digester::new(digest.algorithm());
             let mut stream = self.blobs.read_upload(id, size).await?;
             while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
-                d.update(&chunk.map_err(|e| berth_storage::StorageError::io("re-hashing an upload", e))?);
+                d.update(
+                    &chunk
+                        .map_err(|e| berth_storage::StorageError::io("re-hashing an upload", e))?,
+                );
             }
             d.finish()
         };
@@ -342,26 +485,44 @@ impl Registry {
             self.meta.delete_upload(&row.id).await?;
             self.blobs.delete_upload(id).await?;
             return Err(ApiError::Oci(
-                OciError::new(ErrorCode::DigestInvalid, format!("the uploaded content has digest {actual}, not {digest}"))
-                    .with_detail(serde_json::json!({ "digest": digest.to_string() })),
+                OciError::new(
+                    ErrorCode::DigestInvalid,
+                    format!("the uploaded content has digest {actual}, not {digest}"),
+                )
+                .with_detail(serde_json::json!({ "digest": digest.to_string() })),
             ));
         }
         self.commit_upload(&row, id, digest, size).await
     }
 
-    async fn commit_upload(&self, row: &UploadRow, id: &UploadId, digest: &Digest, size: u64) -> ApiResult<()> {
+    async fn commit_upload(
+        &self,
+        row: &UploadRow,
+        id: &UploadId,
+        digest: &Digest,
+        size: u64,
+    ) -> ApiResult<()> {
         // A digest that is already stored only needs a link: skip the rename and fsyncs.
-        if self.meta.live_blob(digest).await?.is_some() {
-            if let CommitOutcome::AlreadyLive { .. } = self.meta.commit_blob(&row.id, row.repo_id, digest, None).await? {
-                self.blobs.delete_upload(id).await?;
-                return Ok(());
-            }
+        if self.meta.live_blob(digest).await?.is_some()
+            && let CommitOutcome::AlreadyLive { .. } = self
+                .meta
+                .commit_blob(&row.id, row.repo_id, digest, None)
+                .await?
+        {
+            self.blobs.delete_upload(id).await?;
+            return Ok(());
         }
         let key = BlobKey::from_upload(digest.clone(), id);
         self.blobs.commit_upload(id, size, &key).await?;
-        match self.meta.commit_blob(&row.id, row.repo_id, digest, Some((&key.generation, size))).await? {
+        match self
+            .meta
+            .commit_blob(&row.id, row.repo_id, digest, Some((&key.generation, size)))
+            .await?
+        {
             CommitOutcome::Stored => {}
-            CommitOutcome::AlreadyLive { .. } | CommitOutcome::NotLive => self.blobs.delete_blob(&key).await?,
+            CommitOutcome::AlreadyLive { .. } | CommitOutcome::NotLive => {
+                self.blobs.delete_blob(&key).await?
+            }
         }
         Ok(())
     }
@@ -375,7 +536,9 @@ impl Registry {
         body: ByteStream,
     ) -> ApiResult<()> {
         let state = self.start_upload(name, digest.algorithm()).await?;
-        let result = self.finish_upload(name, &state.id, digest, None, content_length, Some(body)).await;
+        let result = self
+            .finish_upload(name, &state.id, digest, None, content_length, Some(body))
+            .await;
         if result.is_err() {
             let _ = self.meta.delete_upload(&state.id.to_string()).await;
             let _ = self.blobs.delete_upload(&state.id).await;
@@ -418,10 +581,20 @@ impl Registry {
             artifact_type: parsed.artifact_type.clone(),
             subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
             config_digest: parsed.config.as_ref().map(|c| c.digest.clone()),
-            annotations: parsed.annotations.as_ref().and_then(|a| serde_json::to_string(a).ok()),
-            blobs: parsed.required_blobs().map(|d| (d.digest.clone(), d.size)).collect(),
+            annotations: parsed
+                .annotations
+                .as_ref()
+                .and_then(|a| serde_json::to_string(a).ok()),
+            blobs: parsed
+                .required_blobs()
+                .map(|d| (d.digest.clone(), d.size))
+                .collect(),
             children: if parsed.kind == ManifestKind::Index {
-                parsed.manifests.iter().map(|d| (d.digest.clone(), d.size)).collect()
+                parsed
+                    .manifests
+                    .iter()
+                    .map(|d| (d.digest.clone(), d.size))
+                    .collect()
             } else {
                 Vec::new()
             },
@@ -431,15 +604,23 @@ impl Registry {
         match self.meta.put_manifest(repo, &new, tag).await {
             Ok(()) => Ok((digest, new.subject)),
             Err(PutManifestError::MissingBlob(d)) => Err(ApiError::Oci(
-                OciError::new(ErrorCode::ManifestBlobUnknown, format!("blob {d} is not in repository {name}"))
-                    .with_detail(serde_json::json!({ "digest": d.to_string() })),
+                OciError::new(
+                    ErrorCode::ManifestBlobUnknown,
+                    format!("blob {d} is not in repository {name}"),
+                )
+                .with_detail(serde_json::json!({ "digest": d.to_string() })),
             )),
             Err(PutManifestError::MissingManifest(d)) => Err(ApiError::Oci(
-                OciError::new(ErrorCode::ManifestUnknown, format!("child manifest {d} is not in repository {name}"))
-                    .with_detail(serde_json::json!({ "digest": d.to_string() }))
-                    .with_status(400),
+                OciError::new(
+                    ErrorCode::ManifestUnknown,
+                    format!("child manifest {d} is not in repository {name}"),
+                )
+                .with_detail(serde_json::json!({ "digest": d.to_string() }))
+                .with_status(400),
             )),
-            Err(e @ PutManifestError::SizeMismatch { .. }) => Err(ApiError::oci(ErrorCode::ManifestInvalid, e.to_string())),
+            Err(e @ PutManifestError::SizeMismatch { .. }) => {
+                Err(ApiError::oci(ErrorCode::ManifestInvalid, e.to_string()))
+            }
             Err(PutManifestError::Meta(e)) => Err(e.into()),
         }
     }
@@ -453,18 +634,36 @@ impl Registry {
 
     /// The manifest to serve for `reference`, honouring `Accept`: the stored bytes, or for a
     /// client that cannot read indexes, the linux/amd64 child of a stored index.
-    pub async fn get_manifest(&self, name: &RepoName, reference: &Reference, accept: &[String]) -> ApiResult<ManifestRow> {
-        let repo = self.existing_repo(name).await?.ok_or_else(|| name_unknown(name))?;
+    pub async fn get_manifest(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        accept: &[String],
+    ) -> ApiResult<ManifestRow> {
+        let repo = self
+            .existing_repo(name)
+            .await?
+            .ok_or_else(|| name_unknown(name))?;
         let unknown = || manifest_unknown(&reference.to_string());
         let digest = self.resolve(repo, reference).await?.ok_or_else(unknown)?;
-        let row = self.meta.get_manifest(repo, &digest).await?.ok_or_else(unknown)?;
-        let accepts_all = accept.is_empty() || accept.iter().any(|a| a == "*/*" || *a == row.media_type);
-        if accepts_all || !manifest::is_index_type(&row.media_type) || accept.iter().any(|a| manifest::is_index_type(a)) {
+        let row = self
+            .meta
+            .get_manifest(repo, &digest)
+            .await?
+            .ok_or_else(unknown)?;
+        let accepts_all =
+            accept.is_empty() || accept.iter().any(|a| a == "*/*" || *a == row.media_type);
+        if accepts_all
+            || !manifest::is_index_type(&row.media_type)
+            || accept.iter().any(|a| manifest::is_index_type(a))
+        {
             return Ok(row);
         }
         // The client's Accept excludes indexes: serve the linux/amd64 image, as Distribution does.
-        let parsed = manifest::parse_manifest(&row.payload, Some(&row.media_type))
-            .map_err(|e| berth_meta::MetaError::Corrupt(format!("stored manifest {}: {e}", row.digest)))?;
+        let parsed =
+            manifest::parse_manifest(&row.payload, Some(&row.media_type)).map_err(|e| {
+                berth_meta::MetaError::Corrupt(format!("stored manifest {}: {e}", row.digest))
+            })?;
         let child = parsed.child_for_platform("linux", "amd64").ok_or_else(|| {
             ApiError::Oci(OciError::new(
                 ErrorCode::ManifestUnknown,
@@ -474,23 +673,56 @@ impl Registry {
                 ),
             ))
         })?;
-        self.meta.get_manifest(repo, &child.digest).await?.ok_or_else(unknown)
+        self.meta
+            .get_manifest(repo, &child.digest)
+            .await?
+            .ok_or_else(unknown)
     }
 
     pub async fn delete_manifest(&self, name: &RepoName, reference: &Reference) -> ApiResult<()> {
         self.check_delete_enabled()?;
-        let repo = self.existing_repo(name).await?.ok_or_else(|| name_unknown(name))?;
+        let repo = self
+            .existing_repo(name)
+            .await?
+            .ok_or_else(|| name_unknown(name))?;
         let deleted = match reference {
-            Reference::Digest(d) => self.meta.delete_manifest(repo, d).await?,
+            Reference::Digest(d) => match self.meta.delete_manifest(repo, d).await? {
+                DeleteOutcome::Deleted(_) => true,
+                DeleteOutcome::NotFound => false,
+                DeleteOutcome::Listed(parents) => {
+                    return Err(ApiError::Oci(
+                        OciError::new(
+                            ErrorCode::Conflict,
+                            format!(
+                                "{d} is listed by the image index {} of this repository; delete the index first",
+                                parents.join(", ")
+                            ),
+                        )
+                        .with_detail(serde_json::json!({ "digest": d.to_string(), "indexes": parents })),
+                    ));
+                }
+            },
             Reference::Tag(t) => self.meta.delete_tag(repo, t.as_str()).await?,
         };
-        if deleted { Ok(()) } else { Err(manifest_unknown(&reference.to_string())) }
+        if deleted {
+            Ok(())
+        } else {
+            Err(manifest_unknown(&reference.to_string()))
+        }
     }
 
     // ---- listings ----
 
-    pub async fn tags(&self, name: &RepoName, last: Option<&str>, n: u32) -> ApiResult<Page<String>> {
-        let repo = self.existing_repo(name).await?.ok_or_else(|| name_unknown(name))?;
+    pub async fn tags(
+        &self,
+        name: &RepoName,
+        last: Option<&str>,
+        n: u32,
+    ) -> ApiResult<Page<String>> {
+        let repo = self
+            .existing_repo(name)
+            .await?
+            .ok_or_else(|| name_unknown(name))?;
         let mut items = self.meta.list_tags(repo, last, n.saturating_add(1)).await?;
         Ok(page(&mut items, n))
     }
@@ -508,14 +740,24 @@ impl Registry {
         last: Option<&str>,
         n: u32,
     ) -> ApiResult<Page<ReferrerRow>> {
-        let repo = self.existing_repo(name).await?.ok_or_else(|| name_unknown(name))?;
-        let mut items = self.meta.referrers(repo, subject, artifact_type, last, n.saturating_add(1)).await?;
+        let repo = self
+            .existing_repo(name)
+            .await?
+            .ok_or_else(|| name_unknown(name))?;
+        let mut items = self
+            .meta
+            .referrers(repo, subject, artifact_type, last, n.saturating_add(1))
+            .await?;
         Ok(page(&mut items, n))
     }
 }
 
 fn page<T>(items: &mut Vec<T>, n: u32) -> Page<T> {
-    let more = items.len() > n as usize;
+    // With n=0 a next link would point at the same empty page forever.
+    let more = n > 0 && items.len() > n as usize;
     items.truncate(n as usize);
-    Page { items: std::mem::take(items), more }
+    Page {
+        items: std::mem::take(items),
+        more,
+    }
 }

@@ -42,13 +42,16 @@ enum Route {
 fn name(s: &str) -> ApiResult<RepoName> {
     RepoName::parse(s).map_err(|e| {
         ApiError::Oci(
-            OciError::new(ErrorCode::NameInvalid, e.to_string()).with_detail(serde_json::json!({ "name": s })),
+            OciError::new(ErrorCode::NameInvalid, e.to_string())
+                .with_detail(serde_json::json!({ "name": s })),
         )
     })
 }
 
 fn parse_route(path: &str) -> ApiResult<Route> {
-    let not_found = || ApiError::Oci(OciError::new(ErrorCode::Unsupported, "no such endpoint").with_status(404));
+    let not_found = || {
+        ApiError::Oci(OciError::new(ErrorCode::Unsupported, "no such endpoint").with_status(404))
+    };
     let rest = path.strip_prefix("/v2/").ok_or_else(not_found)?;
     if rest.is_empty() {
         return Ok(Route::Base);
@@ -59,7 +62,10 @@ fn parse_route(path: &str) -> ApiResult<Route> {
     if let Some(repo) = rest.strip_suffix("/tags/list") {
         return Ok(Route::Tags(name(repo)?));
     }
-    if let Some(repo) = rest.strip_suffix("/blobs/uploads/").or_else(|| rest.strip_suffix("/blobs/uploads")) {
+    if let Some(repo) = rest
+        .strip_suffix("/blobs/uploads/")
+        .or_else(|| rest.strip_suffix("/blobs/uploads"))
+    {
         return Ok(Route::UploadStart(name(repo)?));
     }
     let (prefix, last) = rest.rsplit_once('/').ok_or_else(not_found)?;
@@ -78,37 +84,58 @@ fn parse_route(path: &str) -> ApiResult<Route> {
 
 fn digest(s: &str) -> ApiResult<Digest> {
     Digest::parse(s).map_err(|e| {
-        ApiError::Oci(OciError::new(ErrorCode::DigestInvalid, e.to_string()).with_detail(serde_json::json!({ "digest": s })))
+        ApiError::Oci(
+            OciError::new(ErrorCode::DigestInvalid, e.to_string())
+                .with_detail(serde_json::json!({ "digest": s })),
+        )
     })
 }
 
 fn reference(s: &str) -> ApiResult<Reference> {
     Reference::parse(s).map_err(|e| {
-        let code = if s.contains(':') { ErrorCode::DigestInvalid } else { ErrorCode::ManifestInvalid };
-        ApiError::Oci(OciError::new(code, e.to_string()).with_detail(serde_json::json!({ "reference": s })))
+        let code = if s.contains(':') {
+            ErrorCode::DigestInvalid
+        } else {
+            ErrorCode::ManifestInvalid
+        };
+        ApiError::Oci(
+            OciError::new(code, e.to_string()).with_detail(serde_json::json!({ "reference": s })),
+        )
     })
 }
 
 fn upload_id(s: &str) -> ApiResult<UploadId> {
-    UploadId::parse(s).ok_or_else(|| ApiError::oci(ErrorCode::BlobUploadUnknown, "blob upload unknown to registry"))
+    UploadId::parse(s).ok_or_else(|| {
+        ApiError::oci(
+            ErrorCode::BlobUploadUnknown,
+            "blob upload unknown to registry",
+        )
+    })
 }
 
 fn unsupported_method() -> ApiError {
-    ApiError::Oci(OciError::new(ErrorCode::Unsupported, "method not allowed on this endpoint").with_status(405))
+    ApiError::Oci(
+        OciError::new(
+            ErrorCode::Unsupported,
+            "method not allowed on this endpoint",
+        )
+        .with_status(405),
+    )
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: impl header::AsHeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 fn content_length(headers: &HeaderMap) -> ApiResult<Option<u64>> {
     match header_str(headers, header::CONTENT_LENGTH) {
         None => Ok(None),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| ApiError::oci(ErrorCode::SizeInvalid, format!("Content-Length {v:?} is not a number"))),
+        Some(v) => v.trim().parse().map(Some).map_err(|_| {
+            ApiError::oci(
+                ErrorCode::SizeInvalid,
+                format!("Content-Length {v:?} is not a number"),
+            )
+        }),
     }
 }
 
@@ -116,9 +143,10 @@ fn content_range(headers: &HeaderMap) -> ApiResult<Option<berth_core::range::Chu
     match header_str(headers, header::CONTENT_RANGE) {
         None => Ok(None),
         Some(v) => parse_content_range(v).map(Some).ok_or_else(|| {
-            ApiError::Oci(
-                OciError::new(ErrorCode::RangeInvalid, format!("Content-Range {v:?} is not <start>-<end>")),
-            )
+            ApiError::Oci(OciError::new(
+                ErrorCode::RangeInvalid,
+                format!("Content-Range {v:?} is not <start>-<end>"),
+            ))
         }),
     }
 }
@@ -130,7 +158,13 @@ fn accept_list(headers: &HeaderMap) -> Vec<String> {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|m| m.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|m| {
+            m.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .filter(|m| !m.is_empty())
         .collect()
 }
@@ -138,15 +172,21 @@ fn accept_list(headers: &HeaderMap) -> Vec<String> {
 /// The request body as a stream that fails when the client sends nothing for `idle`.
 fn body_stream(body: Body, idle: Duration) -> ByteStream {
     let stream = body.into_data_stream();
-    Box::pin(futures_util::stream::unfold(Some(stream), move |state| async move {
-        let mut s = state?;
-        match tokio::time::timeout(idle, s.next()).await {
-            Ok(Some(Ok(b))) => Some((Ok(b), Some(s))),
-            Ok(Some(Err(e))) => Some((Err(io::Error::other(e)), None)),
-            Ok(None) => None,
-            Err(_) => Some((Err(io::Error::new(io::ErrorKind::TimedOut, "request body idle")), None)),
-        }
-    }))
+    Box::pin(futures_util::stream::unfold(
+        Some(stream),
+        move |state| async move {
+            let mut s = state?;
+            match tokio::time::timeout(idle, s.next()).await {
+                Ok(Some(Ok(b))) => Some((Ok(b), Some(s))),
+                Ok(Some(Err(e))) => Some((Err(io::Error::other(e)), None)),
+                Ok(None) => None,
+                Err(_) => Some((
+                    Err(io::Error::new(io::ErrorKind::TimedOut, "request body idle")),
+                    None,
+                )),
+            }
+        },
+    ))
 }
 
 /// Whether a request body is known to be empty (no bytes will follow the headers).
@@ -157,8 +197,11 @@ fn body_is_empty(body: &Body) -> bool {
 async fn read_limited(body: Body, limit: u64, idle: Duration) -> ApiResult<Vec<u8>> {
     let too_large = || {
         ApiError::Oci(
-            OciError::new(ErrorCode::ManifestInvalid, format!("manifest is larger than the {limit}-byte limit"))
-                .with_status(413),
+            OciError::new(
+                ErrorCode::ManifestInvalid,
+                format!("manifest is larger than the {limit}-byte limit"),
+            )
+            .with_status(413),
         )
     };
     if http_body::Body::size_hint(&body).lower() > limit {
@@ -167,7 +210,12 @@ async fn read_limited(body: Body, limit: u64, idle: Duration) -> ApiResult<Vec<u
     let mut stream = body_stream(body, idle);
     let mut buf = Vec::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::oci(ErrorCode::ManifestInvalid, format!("reading the manifest failed: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            ApiError::oci(
+                ErrorCode::ManifestInvalid,
+                format!("reading the manifest failed: {e}"),
+            )
+        })?;
         if (buf.len() + chunk.len()) as u64 > limit {
             return Err(too_large());
         }
@@ -183,14 +231,27 @@ fn hv(s: &str) -> HeaderValue {
 fn empty(status: StatusCode) -> Response {
     let mut r = Response::new(Body::empty());
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     r
 }
 
-fn upload_response(reg: &Registry, status: StatusCode, name: &RepoName, state: &UploadState) -> Response {
+fn upload_response(
+    reg: &Registry,
+    status: StatusCode,
+    name: &RepoName,
+    state: &UploadState,
+) -> Response {
     let mut r = empty(status);
     let h = r.headers_mut();
-    h.insert(header::LOCATION, hv(&format!("{}/v2/{name}/blobs/uploads/{}", reg.url_base(), state.id)));
+    h.insert(
+        header::LOCATION,
+        hv(&format!(
+            "{}/v2/{name}/blobs/uploads/{}",
+            reg.url_base(),
+            state.id
+        )),
+    );
     h.insert(header::RANGE, hv(&range_value(state.offset)));
     h.insert(UPLOAD_UUID_HEADER, hv(&state.id.to_string()));
     r
@@ -198,7 +259,10 @@ fn upload_response(reg: &Registry, status: StatusCode, name: &RepoName, state: &
 
 fn blob_created(reg: &Registry, name: &RepoName, d: &Digest) -> Response {
     let mut r = empty(StatusCode::CREATED);
-    r.headers_mut().insert(header::LOCATION, hv(&format!("{}/v2/{name}/blobs/{d}", reg.url_base())));
+    r.headers_mut().insert(
+        header::LOCATION,
+        hv(&format!("{}/v2/{name}/blobs/{d}", reg.url_base())),
+    );
     r.headers_mut().insert(DIGEST_HEADER, hv(&d.to_string()));
     r
 }
@@ -209,7 +273,10 @@ fn pagination(reg: &Registry, q: &HashMap<String, String>) -> ApiResult<(u32, Op
     let n = match q.get("n").map(String::as_str) {
         None | Some("") => max,
         Some(v) => v.parse::<u32>().map_err(|_| {
-            ApiError::oci(ErrorCode::PaginationNumberInvalid, format!("n={v:?} is not a non-negative integer"))
+            ApiError::oci(
+                ErrorCode::PaginationNumberInvalid,
+                format!("n={v:?} is not a non-negative integer"),
+            )
         })?,
     };
     Ok((n.min(max), q.get("last").cloned().filter(|l| !l.is_empty())))
@@ -218,13 +285,15 @@ fn pagination(reg: &Registry, q: &HashMap<String, String>) -> ApiResult<(u32, Op
 fn json_response(body: serde_json::Value, content_type: &'static str) -> Response {
     let bytes = serde_json::to_vec(&body).expect("JSON values serialize");
     let mut r = Response::new(Body::from(bytes));
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
 fn with_next_link<T>(mut r: Response, page: &Page<T>, url: impl FnOnce() -> String) -> Response {
     if page.more {
-        r.headers_mut().insert(header::LINK, hv(&format!("<{}>; rel=\"next\"", url())));
+        r.headers_mut()
+            .insert(header::LINK, hv(&format!("<{}>; rel=\"next\"", url())));
     }
     r
 }
@@ -235,14 +304,17 @@ pub async fn dispatch(State(reg): State<Arc<Registry>>, req: Request) -> Respons
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
-    resp.headers_mut().insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
+    resp.headers_mut()
+        .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
     resp
 }
 
 async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
     let route = parse_route(req.uri().path())?;
     let method = req.method().clone();
-    let query: HashMap<String, String> = Query::try_from_uri(req.uri()).map(|q| q.0).unwrap_or_default();
+    let query: HashMap<String, String> = Query::try_from_uri(req.uri())
+        .map(|q| q.0)
+        .unwrap_or_default();
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
     let idle = reg.config.server.body_idle_timeout.0;
@@ -250,7 +322,9 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
 
     match route {
         Route::Base => match method {
-            Method::GET | Method::HEAD => Ok(json_response(serde_json::json!({}), "application/json")),
+            Method::GET | Method::HEAD => {
+                Ok(json_response(serde_json::json!({}), "application/json"))
+            }
             _ => Err(unsupported_method()),
         },
 
@@ -284,13 +358,17 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
             if let Some(dg) = query.get("digest") {
                 let d = digest(dg)?;
                 let cl = content_length(&headers)?;
-                reg.monolithic_upload(&name, &d, cl, body_stream(body, idle)).await?;
+                reg.monolithic_upload(&name, &d, cl, body_stream(body, idle))
+                    .await?;
                 return Ok(blob_created(reg, &name, &d));
             }
             let algorithm = match query.get("digest-algorithm").map(String::as_str) {
                 None | Some("") => Algorithm::Sha256,
                 Some(a) => Algorithm::parse(a).ok_or_else(|| {
-                    ApiError::oci(ErrorCode::DigestInvalid, format!("digest algorithm {a:?} is not supported"))
+                    ApiError::oci(
+                        ErrorCode::DigestInvalid,
+                        format!("digest algorithm {a:?} is not supported"),
+                    )
                 })?,
             };
             let state = reg.start_upload(&name, algorithm).await?;
@@ -307,13 +385,18 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
                 Method::PATCH => {
                     let range = content_range(&headers)?;
                     let cl = content_length(&headers)?;
-                    let state = reg.append_upload(&name, &id, range, cl, body_stream(body, idle)).await?;
+                    let state = reg
+                        .append_upload(&name, &id, range, cl, body_stream(body, idle))
+                        .await?;
                     Ok(upload_response(reg, StatusCode::ACCEPTED, &name, &state))
                 }
                 Method::PUT => {
-                    let d = query
-                        .get("digest")
-                        .ok_or_else(|| ApiError::oci(ErrorCode::DigestInvalid, "the digest query parameter is required"))?;
+                    let d = query.get("digest").ok_or_else(|| {
+                        ApiError::oci(
+                            ErrorCode::DigestInvalid,
+                            "the digest query parameter is required",
+                        )
+                    })?;
                     let d = digest(d)?;
                     let range = content_range(&headers)?;
                     let cl = content_length(&headers)?;
@@ -335,15 +418,21 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
             let r = match reference(&r) {
                 Ok(r) => r,
                 Err(e) if method == Method::PUT => return Err(e),
-                Err(_) => return Err(ApiError::Oci(
-                    OciError::new(ErrorCode::ManifestUnknown, "manifest unknown to registry")
-                        .with_detail(serde_json::json!({ "reference": r })),
-                )),
+                Err(_) => {
+                    return Err(ApiError::Oci(
+                        OciError::new(ErrorCode::ManifestUnknown, "manifest unknown to registry")
+                            .with_detail(serde_json::json!({ "reference": r })),
+                    ));
+                }
             };
             match method {
                 Method::GET | Method::HEAD => {
                     let row = reg.get_manifest(&name, &r, &accept_list(&headers)).await?;
-                    let mut resp = Response::new(if head { Body::empty() } else { Body::from(row.payload.clone()) });
+                    let mut resp = Response::new(if head {
+                        Body::empty()
+                    } else {
+                        Body::from(row.payload.clone())
+                    });
                     let h = resp.headers_mut();
                     h.insert(header::CONTENT_TYPE, hv(&row.media_type));
                     h.insert(header::CONTENT_LENGTH, HeaderValue::from(row.payload.len()));
@@ -353,13 +442,23 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
                 }
                 Method::PUT => {
                     let limit = reg.config.limits.manifest_max_size.as_u64();
-                    let content_type = header_str(&headers, header::CONTENT_TYPE)
-                        .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+                    let content_type = header_str(&headers, header::CONTENT_TYPE).map(|c| {
+                        c.split(';')
+                            .next()
+                            .unwrap_or("")
+                            .trim()
+                            .to_ascii_lowercase()
+                    });
                     let payload = read_limited(body, limit, idle).await?;
-                    let (d, subject) = reg.put_manifest(&name, &r, content_type.as_deref(), payload).await?;
+                    let (d, subject) = reg
+                        .put_manifest(&name, &r, content_type.as_deref(), payload)
+                        .await?;
                     let mut resp = empty(StatusCode::CREATED);
                     let h = resp.headers_mut();
-                    h.insert(header::LOCATION, hv(&format!("{}/v2/{name}/manifests/{d}", reg.url_base())));
+                    h.insert(
+                        header::LOCATION,
+                        hv(&format!("{}/v2/{name}/manifests/{d}", reg.url_base())),
+                    );
                     h.insert(DIGEST_HEADER, hv(&d.to_string()));
                     if let Some(s) = subject {
                         h.insert("oci-subject", hv(&s.to_string()));
@@ -380,10 +479,16 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
             }
             let (n, last) = pagination(reg, &query)?;
             let page = reg.tags(&name, last.as_deref(), n).await?;
-            let resp = json_response(serde_json::json!({ "name": name.as_str(), "tags": page.items }), "application/json");
+            let resp = json_response(
+                serde_json::json!({ "name": name.as_str(), "tags": page.items }),
+                "application/json",
+            );
             let base = reg.url_base();
             Ok(with_next_link(resp, &page, || {
-                format!("{base}/v2/{name}/tags/list?n={n}&last={}", page.items.last().map_or("", |s| s))
+                format!(
+                    "{base}/v2/{name}/tags/list?n={n}&last={}",
+                    page.items.last().map_or("", |s| s)
+                )
             }))
         }
 
@@ -393,10 +498,16 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
             }
             let (n, last) = pagination(reg, &query)?;
             let page = reg.catalog(last.as_deref(), n).await?;
-            let resp = json_response(serde_json::json!({ "repositories": page.items }), "application/json");
+            let resp = json_response(
+                serde_json::json!({ "repositories": page.items }),
+                "application/json",
+            );
             let base = reg.url_base();
             Ok(with_next_link(resp, &page, || {
-                format!("{base}/v2/_catalog?n={n}&last={}", page.items.last().map_or("", |s| s))
+                format!(
+                    "{base}/v2/_catalog?n={n}&last={}",
+                    page.items.last().map_or("", |s| s)
+                )
             }))
         }
 
@@ -407,7 +518,15 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
             let d = digest(&d)?;
             let (n, last) = pagination(reg, &query)?;
             let artifact_type = query.get("artifactType").filter(|a| !a.is_empty());
-            let page = reg.referrers(&name, &d, artifact_type.map(String::as_str), last.as_deref(), n).await?;
+            let page = reg
+                .referrers(
+                    &name,
+                    &d,
+                    artifact_type.map(String::as_str),
+                    last.as_deref(),
+                    n,
+                )
+                .await?;
             let manifests: Vec<serde_json::Value> = page
                 .items
                 .iter()
@@ -420,7 +539,11 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
                     if let Some(at) = &r.artifact_type {
                         m["artifactType"] = at.clone().into();
                     }
-                    if let Some(a) = r.annotations.as_deref().and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok()) {
+                    if let Some(a) = r
+                        .annotations
+                        .as_deref()
+                        .and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok())
+                    {
                         m["annotations"] = a;
                     }
                     m
@@ -429,7 +552,10 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
             let body = serde_json::json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
             let mut resp = json_response(body, OCI_INDEX);
             if artifact_type.is_some() {
-                resp.headers_mut().insert("oci-filters-applied", HeaderValue::from_static("artifactType"));
+                resp.headers_mut().insert(
+                    "oci-filters-applied",
+                    HeaderValue::from_static("artifactType"),
+                );
             }
             let base = reg.url_base();
             Ok(with_next_link(resp, &page, || {
@@ -449,12 +575,22 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
         })
         .collect()
 }
 
-async fn get_blob(reg: &Registry, name: &RepoName, d: &Digest, headers: &HeaderMap, head: bool) -> ApiResult<Response> {
+async fn get_blob(
+    reg: &Registry,
+    name: &RepoName,
+    d: &Digest,
+    headers: &HeaderMap,
+    head: bool,
+) -> ApiResult<Response> {
     let row = reg.stat_blob(name, d).await?;
     let size = row.size;
     let range = match header_str(headers, header::RANGE) {
@@ -463,26 +599,44 @@ async fn get_blob(reg: &Registry, name: &RepoName, d: &Digest, headers: &HeaderM
     };
     let (status, start, len) = match range {
         RangeRequest::Full => (StatusCode::OK, 0, size),
-        RangeRequest::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        RangeRequest::Partial { start, end } => {
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
         RangeRequest::Unsatisfiable => {
             return Err(ApiError::WithHeaders(
-                OciError::new(ErrorCode::RangeInvalid, format!("range not satisfiable for a blob of {size} bytes")),
+                OciError::new(
+                    ErrorCode::RangeInvalid,
+                    format!("range not satisfiable for a blob of {size} bytes"),
+                ),
                 vec![(header::CONTENT_RANGE, hv(&format!("bytes */{size}")))],
             ));
         }
     };
-    let body = if head || len == 0 { Body::empty() } else { Body::from_stream(reg.read_blob(&row, start, len).await?) };
+    let body = if head || len == 0 {
+        Body::empty()
+    } else {
+        Body::from_stream(reg.read_blob(&row, start, len).await?)
+    };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(DIGEST_HEADER, hv(&d.to_string()));
     h.insert(header::ETAG, hv(&format!("\"{d}\"")));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=31536000"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=31536000"),
+    );
     if status == StatusCode::PARTIAL_CONTENT {
-        h.insert(header::CONTENT_RANGE, hv(&format!("bytes {start}-{}/{size}", start + len - 1)));
+        h.insert(
+            header::CONTENT_RANGE,
+            hv(&format!("bytes {start}-{}/{size}", start + len - 1)),
+        );
     }
     Ok(resp)
 }
@@ -499,25 +653,50 @@ mod tests {
     fn routes_parse_from_the_right() {
         assert_eq!(parse_route("/v2/").unwrap(), Route::Base);
         assert_eq!(parse_route("/v2/_catalog").unwrap(), Route::Catalog);
-        assert_eq!(parse_route("/v2/a/b/tags/list").unwrap(), Route::Tags(r("a/b")));
+        assert_eq!(
+            parse_route("/v2/a/b/tags/list").unwrap(),
+            Route::Tags(r("a/b"))
+        );
         assert_eq!(
             parse_route("/v2/x/manifests/y/manifests/latest").unwrap(),
             Route::Manifest(r("x/manifests/y"), "latest".into())
         );
-        assert_eq!(parse_route("/v2/a/blobs/uploads/").unwrap(), Route::UploadStart(r("a")));
-        assert_eq!(parse_route("/v2/a/blobs/uploads").unwrap(), Route::UploadStart(r("a")));
-        assert_eq!(parse_route("/v2/a/blobs/uploads/xyz").unwrap(), Route::Upload(r("a"), "xyz".into()));
+        assert_eq!(
+            parse_route("/v2/a/blobs/uploads/").unwrap(),
+            Route::UploadStart(r("a"))
+        );
+        assert_eq!(
+            parse_route("/v2/a/blobs/uploads").unwrap(),
+            Route::UploadStart(r("a"))
+        );
+        assert_eq!(
+            parse_route("/v2/a/blobs/uploads/xyz").unwrap(),
+            Route::Upload(r("a"), "xyz".into())
+        );
         assert_eq!(
             parse_route("/v2/blobs/blobs/sha256:abc").unwrap(),
             Route::Blob(r("blobs"), "sha256:abc".into())
         );
-        assert_eq!(parse_route("/v2/a/referrers/sha256:abc").unwrap(), Route::Referrers(r("a"), "sha256:abc".into()));
-        assert_eq!(parse_route("/v2/tags/list/tags/list").unwrap(), Route::Tags(r("tags/list")));
+        assert_eq!(
+            parse_route("/v2/a/referrers/sha256:abc").unwrap(),
+            Route::Referrers(r("a"), "sha256:abc".into())
+        );
+        assert_eq!(
+            parse_route("/v2/tags/list/tags/list").unwrap(),
+            Route::Tags(r("tags/list"))
+        );
     }
 
     #[test]
     fn bad_paths_are_refused() {
-        for p in ["/v2/../etc/manifests/x", "/v2/A/manifests/x", "/v2/a%2f..%2fb/blobs/sha256:x", "/v2/a", "/v2/a/unknown/x", "/v2//manifests/x"] {
+        for p in [
+            "/v2/../etc/manifests/x",
+            "/v2/A/manifests/x",
+            "/v2/a%2f..%2fb/blobs/sha256:x",
+            "/v2/a",
+            "/v2/a/unknown/x",
+            "/v2//manifests/x",
+        ] {
             assert!(parse_route(p).is_err(), "{p} accepted");
         }
     }
@@ -525,8 +704,18 @@ mod tests {
     #[test]
     fn accept_lists_strip_parameters() {
         let mut h = HeaderMap::new();
-        h.append(header::ACCEPT, hv("application/vnd.oci.image.manifest.v1+json; q=0.9, */*"));
+        h.append(
+            header::ACCEPT,
+            hv("application/vnd.oci.image.manifest.v1+json; q=0.9, */*"),
+        );
         h.append(header::ACCEPT, hv("Application/JSON"));
-        assert_eq!(accept_list(&h), ["application/vnd.oci.image.manifest.v1+json", "*/*", "application/json"]);
+        assert_eq!(
+            accept_list(&h),
+            [
+                "application/vnd.oci.image.manifest.v1+json",
+                "*/*",
+                "application/json"
+            ]
+        );
     }
 }

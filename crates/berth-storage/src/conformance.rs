@@ -9,7 +9,9 @@ use futures_util::{StreamExt, stream};
 use crate::{BlobKey, BlobStore, ByteStream, StorageErrorKind, UploadId, WriteError};
 
 fn body(chunks: Vec<&'static [u8]>) -> ByteStream {
-    Box::pin(stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from_static(c)))))
+    Box::pin(stream::iter(
+        chunks.into_iter().map(|c| Ok(Bytes::from_static(c))),
+    ))
 }
 
 async fn read_all(store: &dyn BlobStore, key: &BlobKey, offset: u64, len: u64) -> Vec<u8> {
@@ -32,11 +34,17 @@ async fn chunked_upload_commits_and_reads(store: &dyn BlobStore) {
     let id = UploadId::new();
     store.create_upload(&id).await.unwrap();
     let mut d = Digester::new(Algorithm::Sha256);
-    let n1 = store.append_upload(&id, 0, body(vec![b"hello ", b"wor"]), &mut d, None).await.unwrap();
+    let n1 = store
+        .append_upload(&id, 0, body(vec![b"hello ", b"wor"]), &mut d, None)
+        .await
+        .unwrap();
     assert_eq!(n1, 9);
     // The second request restores the hash from exported state, as another node would.
     let mut d2 = Digester::restore(&d.export()).unwrap();
-    let n2 = store.append_upload(&id, 9, body(vec![b"ld"]), &mut d2, None).await.unwrap();
+    let n2 = store
+        .append_upload(&id, 9, body(vec![b"ld"]), &mut d2, None)
+        .await
+        .unwrap();
     assert_eq!(n2, 2);
     let digest = d2.finish();
     assert_eq!(digest, Digest::sha256_of(b"hello world"));
@@ -49,10 +57,28 @@ async fn chunked_upload_commits_and_reads(store: &dyn BlobStore) {
     let key = BlobKey::from_upload(digest, &id);
     store.commit_upload(&id, 11, &key).await.unwrap();
     assert_eq!(store.blob_size(&key).await.unwrap(), 11);
+    let listed = store.list_blobs().await.unwrap();
+    assert!(
+        listed.iter().any(|o| o.key == key && o.size == 11),
+        "{listed:?}"
+    );
+    assert!(
+        store
+            .list_uploads()
+            .await
+            .unwrap()
+            .iter()
+            .all(|o| o.key != id),
+        "a committed upload is no longer staged"
+    );
     assert_eq!(read_all(store, &key, 0, 11).await, b"hello world");
     assert_eq!(read_all(store, &key, 6, 3).await, b"wor");
     store.delete_blob(&key).await.unwrap();
-    let err = store.read_blob(&key, 0, 1).await.err().expect("deleted blob must not read");
+    let err = store
+        .read_blob(&key, 0, 1)
+        .await
+        .err()
+        .expect("deleted blob must not read");
     assert_eq!(err.kind, StorageErrorKind::NotFound);
 }
 
@@ -60,18 +86,30 @@ async fn failed_append_leaves_previous_offset(store: &dyn BlobStore) {
     let id = UploadId::new();
     store.create_upload(&id).await.unwrap();
     let mut d = Digester::new(Algorithm::Sha256);
-    store.append_upload(&id, 0, body(vec![b"abc"]), &mut d, None).await.unwrap();
+    store
+        .append_upload(&id, 0, body(vec![b"abc"]), &mut d, None)
+        .await
+        .unwrap();
     let saved = d.export();
     let broken: ByteStream = Box::pin(stream::iter(vec![
         Ok(Bytes::from_static(b"garbage")),
-        Err(io::Error::new(io::ErrorKind::ConnectionReset, "client went away")),
+        Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "client went away",
+        )),
     ]));
     let mut scratch = Digester::restore(&saved).unwrap();
-    let err = store.append_upload(&id, 3, broken, &mut scratch, None).await.unwrap_err();
+    let err = store
+        .append_upload(&id, 3, broken, &mut scratch, None)
+        .await
+        .unwrap_err();
     assert!(matches!(err, WriteError::Body(_)), "{err}");
     // Resume at the recorded offset with the recorded hash: the garbage is gone.
     let mut d = Digester::restore(&saved).unwrap();
-    store.append_upload(&id, 3, body(vec![b"def"]), &mut d, None).await.unwrap();
+    store
+        .append_upload(&id, 3, body(vec![b"def"]), &mut d, None)
+        .await
+        .unwrap();
     let digest = d.finish();
     assert_eq!(digest, Digest::sha256_of(b"abcdef"));
     let key = BlobKey::from_upload(digest, &id);
@@ -84,13 +122,26 @@ async fn too_long_body_is_refused(store: &dyn BlobStore) {
     let id = UploadId::new();
     store.create_upload(&id).await.unwrap();
     let mut d = Digester::new(Algorithm::Sha256);
-    let err = store.append_upload(&id, 0, body(vec![b"12345"]), &mut d, Some(4)).await.unwrap_err();
+    let err = store
+        .append_upload(&id, 0, body(vec![b"12345"]), &mut d, Some(4))
+        .await
+        .unwrap_err();
     assert!(matches!(err, WriteError::TooLong(4)));
     store.delete_upload(&id).await.unwrap();
 }
 
 async fn deletes_are_idempotent(store: &dyn BlobStore) {
     let id = UploadId::new();
+    store.create_upload(&id).await.unwrap();
+    assert!(
+        store
+            .list_uploads()
+            .await
+            .unwrap()
+            .iter()
+            .any(|o| o.key == id)
+    );
+    store.delete_upload(&id).await.unwrap();
     store.delete_upload(&id).await.unwrap();
     let key = BlobKey::from_upload(Digest::sha256_of(b"x"), &id);
     store.delete_blob(&key).await.unwrap();

@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use crate::{BlobKey, BlobStore, ByteStream, StorageError, UploadId, WriteError};
+use crate::{BlobKey, BlobStore, ByteStream, StorageError, StoredObject, UploadId, WriteError};
 
 /// Size of the buffers handed to the disk writer and of blob reads. 64 KiB reads halve the
 /// pull rate on this class of machine; 1 MiB keeps the registry at disk speed.
@@ -52,12 +52,71 @@ impl FsBlobStore {
 
     fn blob_dir(&self, key: &BlobKey) -> PathBuf {
         let hex = key.digest.hex();
-        self.root.join("blobs").join(key.digest.algorithm().as_str()).join(&hex[..2]).join(hex)
+        self.root
+            .join("blobs")
+            .join(key.digest.algorithm().as_str())
+            .join(&hex[..2])
+            .join(hex)
     }
 
     fn blob_path(&self, key: &BlobKey) -> PathBuf {
         self.blob_dir(key).join(&key.generation)
     }
+}
+
+fn modified_ms(meta: &fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn read_dir_sorted(path: &Path) -> io::Result<Vec<fs::DirEntry>> {
+    match fs::read_dir(path) {
+        Ok(it) => {
+            let mut v: Vec<_> = it.collect::<Result<_, _>>()?;
+            v.sort_by_key(|e| e.file_name());
+            Ok(v)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Walks `blobs/<alg>/<ab>/<hex>/<generation>`.
+fn walk_blobs(root: &Path) -> io::Result<Vec<StoredObject<BlobKey>>> {
+    let mut out = Vec::new();
+    for alg in read_dir_sorted(root)? {
+        for ab in read_dir_sorted(&alg.path())? {
+            for hex in read_dir_sorted(&ab.path())? {
+                let digest = format!(
+                    "{}:{}",
+                    alg.file_name().to_string_lossy(),
+                    hex.file_name().to_string_lossy()
+                );
+                let Ok(digest) = berth_core::Digest::parse(&digest) else {
+                    continue;
+                };
+                for generation in read_dir_sorted(&hex.path())? {
+                    let Some(key) =
+                        BlobKey::new(digest.clone(), &generation.file_name().to_string_lossy())
+                    else {
+                        continue;
+                    };
+                    let meta = generation.metadata()?;
+                    if meta.is_file() {
+                        out.push(StoredObject {
+                            key,
+                            size: meta.len(),
+                            modified_ms: modified_ms(&meta),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn fsync_dir(path: &Path) -> io::Result<()> {
@@ -116,10 +175,10 @@ impl BlobStore for FsBlobStore {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(WriteError::Body)?;
                 written += chunk.len() as u64;
-                if let Some(max) = max_len {
-                    if written > max {
-                        return Err(WriteError::TooLong(max));
-                    }
+                if let Some(max) = max_len
+                    && written > max
+                {
+                    return Err(WriteError::TooLong(max));
                 }
                 digester.update(&chunk);
                 pending.extend_from_slice(&chunk);
@@ -143,15 +202,24 @@ impl BlobStore for FsBlobStore {
         Ok(written)
     }
 
-    async fn commit_upload(&self, id: &UploadId, len: u64, key: &BlobKey) -> Result<(), StorageError> {
+    async fn commit_upload(
+        &self,
+        id: &UploadId,
+        len: u64,
+        key: &BlobKey,
+    ) -> Result<(), StorageError> {
         let from = self.upload_path(id);
         let dir = self.blob_dir(key);
         let to = self.blob_path(key);
         let blobs_root = self.root.join("blobs");
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
             let ctx = |p: &Path| p.display().to_string();
-            let f = OpenOptions::new().write(true).open(&from).map_err(|e| StorageError::io(ctx(&from), e))?;
-            f.set_len(len).map_err(|e| StorageError::io(ctx(&from), e))?;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&from)
+                .map_err(|e| StorageError::io(ctx(&from), e))?;
+            f.set_len(len)
+                .map_err(|e| StorageError::io(ctx(&from), e))?;
             f.sync_all().map_err(|e| StorageError::io(ctx(&from), e))?;
             drop(f);
             fs::create_dir_all(&dir).map_err(|e| StorageError::io(ctx(&dir), e))?;
@@ -180,8 +248,13 @@ impl BlobStore for FsBlobStore {
 
     async fn read_upload(&self, id: &UploadId, len: u64) -> Result<ByteStream, StorageError> {
         let path = self.upload_path(id);
-        let file = tokio::fs::File::open(&path).await.map_err(|e| StorageError::io(path.display().to_string(), e))?;
-        Ok(Box::pin(ReaderStream::with_capacity(file.take(len), IO_CHUNK)))
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| StorageError::io(path.display().to_string(), e))?;
+        Ok(Box::pin(ReaderStream::with_capacity(
+            file.take(len),
+            IO_CHUNK,
+        )))
     }
 
     async fn delete_upload(&self, id: &UploadId) -> Result<(), StorageError> {
@@ -193,14 +266,26 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn read_blob(&self, key: &BlobKey, offset: u64, len: u64) -> Result<ByteStream, StorageError> {
+    async fn read_blob(
+        &self,
+        key: &BlobKey,
+        offset: u64,
+        len: u64,
+    ) -> Result<ByteStream, StorageError> {
         let path = self.blob_path(key);
         let what = path.display().to_string();
-        let mut file = tokio::fs::File::open(&path).await.map_err(|e| StorageError::io(&what, e))?;
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| StorageError::io(&what, e))?;
         if offset > 0 {
-            file.seek(SeekFrom::Start(offset)).await.map_err(|e| StorageError::io(&what, e))?;
+            file.seek(SeekFrom::Start(offset))
+                .await
+                .map_err(|e| StorageError::io(&what, e))?;
         }
-        Ok(Box::pin(ReaderStream::with_capacity(file.take(len), IO_CHUNK)))
+        Ok(Box::pin(ReaderStream::with_capacity(
+            file.take(len),
+            IO_CHUNK,
+        )))
     }
 
     async fn delete_blob(&self, key: &BlobKey) -> Result<(), StorageError> {
@@ -213,6 +298,38 @@ impl BlobStore for FsBlobStore {
         // Leave no empty digest directory behind; another generation may still be there.
         let _ = tokio::fs::remove_dir(self.blob_dir(key)).await;
         Ok(())
+    }
+
+    async fn list_blobs(&self) -> Result<Vec<StoredObject<BlobKey>>, StorageError> {
+        let root = self.root.join("blobs");
+        let what = root.display().to_string();
+        tokio::task::spawn_blocking(move || walk_blobs(&root))
+            .await
+            .map_err(|e| blocking_err(&what, e))?
+            .map_err(|e| StorageError::io(&what, e))
+    }
+
+    async fn list_uploads(&self) -> Result<Vec<StoredObject<UploadId>>, StorageError> {
+        let root = self.root.join("uploads");
+        let what = root.display().to_string();
+        tokio::task::spawn_blocking(move || -> io::Result<Vec<StoredObject<UploadId>>> {
+            let mut out = Vec::new();
+            for e in read_dir_sorted(&root)? {
+                let Some(key) = UploadId::parse(&e.file_name().to_string_lossy()) else {
+                    continue;
+                };
+                let meta = e.metadata()?;
+                out.push(StoredObject {
+                    key,
+                    size: meta.len(),
+                    modified_ms: modified_ms(&meta),
+                });
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| blocking_err(&what, e))?
+        .map_err(|e| StorageError::io(&what, e))
     }
 
     async fn blob_size(&self, key: &BlobKey) -> Result<u64, StorageError> {

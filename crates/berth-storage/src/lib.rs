@@ -43,7 +43,11 @@ impl StorageError {
             io::ErrorKind::TimedOut => StorageErrorKind::Timeout,
             _ => StorageErrorKind::Io,
         };
-        StorageError { kind, what: what.into(), source }
+        StorageError {
+            kind,
+            what: what.into(),
+            source,
+        }
     }
 }
 
@@ -105,11 +109,17 @@ impl BlobKey {
     /// safe path components.
     pub fn new(digest: Digest, generation: &str) -> Option<BlobKey> {
         uuid::Uuid::try_parse(generation).ok()?;
-        Some(BlobKey { digest, generation: generation.to_owned() })
+        Some(BlobKey {
+            digest,
+            generation: generation.to_owned(),
+        })
     }
 
     pub fn from_upload(digest: Digest, upload: &UploadId) -> BlobKey {
-        BlobKey { digest, generation: upload.to_string() }
+        BlobKey {
+            digest,
+            generation: upload.to_string(),
+        }
     }
 }
 
@@ -133,7 +143,12 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Makes the upload's first `len` bytes the blob `key`, durably: after this returns, a
     /// crash cannot lose or zero them.
-    async fn commit_upload(&self, id: &UploadId, len: u64, key: &BlobKey) -> Result<(), StorageError>;
+    async fn commit_upload(
+        &self,
+        id: &UploadId,
+        len: u64,
+        key: &BlobKey,
+    ) -> Result<(), StorageError>;
 
     /// Streams the first `len` staged bytes of an upload (to re-hash it with another algorithm
     /// than the one it was started with).
@@ -143,13 +158,34 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn delete_upload(&self, id: &UploadId) -> Result<(), StorageError>;
 
     /// Streams `len` bytes of a blob from `offset`.
-    async fn read_blob(&self, key: &BlobKey, offset: u64, len: u64) -> Result<ByteStream, StorageError>;
+    async fn read_blob(
+        &self,
+        key: &BlobKey,
+        offset: u64,
+        len: u64,
+    ) -> Result<ByteStream, StorageError>;
 
     /// Removes a blob generation. Removing one that does not exist is not an error.
     async fn delete_blob(&self, key: &BlobKey) -> Result<(), StorageError>;
 
     /// Size of a stored blob generation (used by scrub and by tests).
     async fn blob_size(&self, key: &BlobKey) -> Result<u64, StorageError>;
+
+    /// Every stored blob generation, for scrub. Files whose path is not a blob key are
+    /// skipped. (Held in memory: fine to millions of blobs; a streaming walk is future work.)
+    async fn list_blobs(&self) -> Result<Vec<StoredObject<BlobKey>>, StorageError>;
+
+    /// Every staged upload, for scrub to find staging bytes without a session.
+    async fn list_uploads(&self) -> Result<Vec<StoredObject<UploadId>>, StorageError>;
+}
+
+/// A stored object found by a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject<K> {
+    pub key: K,
+    pub size: u64,
+    /// Last modification, in epoch milliseconds.
+    pub modified_ms: i64,
 }
 
 #[cfg(test)]

@@ -30,9 +30,41 @@ struct Cli {
 enum Command {
     /// Run the registry.
     Serve(ServeArgs),
+    /// Collect garbage now: review what deletes released, remove unreferenced blobs and
+    /// untagged manifests past their grace, purge idle uploads, and print the report. Safe to
+    /// run while `berth serve` runs on the same data directory.
+    Gc(GcArgs),
+    /// Re-hash every stored blob, report corrupted and missing ones, and remove bytes the
+    /// database does not know once they are older than the grace period.
+    Scrub(MaintenanceArgs),
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+#[derive(clap::Args)]
+struct MaintenanceArgs {
+    /// TOML configuration file, as for `berth serve`.
+    #[arg(long, short, env = "BERTH_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory, as for `berth serve`.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Overrides gc.grace_period for this run, e.g. 1h or 0s.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    grace_period: Option<std::time::Duration>,
+}
+
+#[derive(clap::Args)]
+struct GcArgs {
+    #[command(flatten)]
+    common: MaintenanceArgs,
+    /// Report what a run would remove, and how many bytes, without removing anything.
+    #[arg(long)]
+    dry_run: bool,
+    /// Review every blob and manifest, not only what deletes queued (an occasional audit).
+    #[arg(long)]
+    full: bool,
 }
 
 #[derive(clap::Args)]
@@ -62,9 +94,23 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Config(ConfigCommand::Check { file }) => settings::load(Some(&file)).map(|config| {
-            print!("{}", settings::render(&config));
-        }),
+        Command::Gc(args) => {
+            let payload = serde_json::json!({
+                "dry_run": args.dry_run,
+                "full": args.full,
+                "grace_period_ms": args.common.grace_period.map(|d| d.as_millis() as u64),
+            });
+            maintenance(args.common, berth_jobs::KIND_GC, payload)
+        }
+        Command::Scrub(args) => {
+            let payload = serde_json::json!({ "grace_period_ms": args.grace_period.map(|d| d.as_millis() as u64) });
+            maintenance(args, berth_jobs::KIND_SCRUB, payload)
+        }
+        Command::Config(ConfigCommand::Check { file }) => {
+            settings::load(Some(&file)).map(|config| {
+                print!("{}", settings::render(&config));
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -90,6 +136,67 @@ fn init_logging(config: &Config) {
     }
 }
 
+/// Runs one GC or scrub in this process against the configured data directory, recorded as
+/// a job (so the API and metrics show it), and prints its report.
+fn maintenance(
+    args: MaintenanceArgs,
+    kind: &'static str,
+    payload: serde_json::Value,
+) -> anyhow::Result<()> {
+    let mut config = settings::load(args.config.as_deref())?;
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    config.validate().map_err(anyhow::Error::msg)?;
+    init_logging(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let (meta, blobs) = open_stores(&config).await?;
+        let owner = format!("cli-{}", std::process::id());
+        let id = meta
+            .start_inline_job(kind, &payload, &owner, 24 * 3600 * 1000)
+            .await?;
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let on_signal = cancel.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            on_signal.cancel();
+        });
+        let result = berth_jobs::execute_job(&meta, &blobs, &config, kind, &payload, &cancel).await;
+        let outcome = match &result {
+            Ok(report) => {
+                meta.complete_job(id, &owner, report).await?;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(report).unwrap_or_default()
+                );
+                Ok(())
+            }
+            Err(e) => {
+                meta.fail_job(id, &owner, e, 0).await?;
+                Err(anyhow::anyhow!("{kind} failed: {e}"))
+            }
+        };
+        meta.close().await;
+        outcome
+    })
+}
+
+async fn open_stores(config: &Config) -> anyhow::Result<(MetaStore, FsBlobStore)> {
+    let data_dir = &config.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let db_path = data_dir.join("berth.db");
+    let meta = MetaStore::open_sqlite(&db_path)
+        .await
+        .with_context(|| format!("opening the database {}", db_path.display()))?;
+    let blobs = FsBlobStore::open(data_dir).context("opening the blob store")?;
+    Ok((meta, blobs))
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = settings::load(args.config.as_deref())?;
     if let Some(listen) = args.listen {
@@ -100,27 +207,43 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.validate().map_err(anyhow::Error::msg)?;
     init_logging(&config);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     runtime.block_on(run(config))
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    let db_path = data_dir.join("berth.db");
-    let meta = MetaStore::open_sqlite(&db_path)
-        .await
-        .with_context(|| format!("opening the database {}", db_path.display()))?;
-    let blobs = FsBlobStore::open(&data_dir).context("opening the blob store")?;
+    let (meta, blobs) = open_stores(&config).await?;
+    let blobs: Arc<dyn berth_storage::BlobStore> = Arc::new(blobs);
     let config = Arc::new(config);
-    let registry = Arc::new(Registry::new(meta.clone(), Arc::new(blobs), config.clone()));
+    let registry = Arc::new(Registry::new(meta.clone(), blobs.clone(), config.clone()));
     let listener = berth_server::bind(&config).await?;
+    let jobs_cancel = tokio_util::sync::CancellationToken::new();
+    let runner = berth_jobs::JobRunner::new(
+        meta.clone(),
+        blobs,
+        config.clone(),
+        registry.jobs_wake.clone(),
+    );
+    let jobs = tokio::spawn(runner.run(jobs_cancel.clone()));
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         data_dir = %data_dir.display(),
         "berth started (embedded mode: SQLite and filesystem)"
     );
-    berth_server::serve(&config, listener, berth_server::router(registry), shutdown_signal()).await?;
+    berth_server::serve(
+        &config,
+        listener,
+        berth_server::router(registry),
+        shutdown_signal(),
+    )
+    .await?;
+    // A running GC stops between two items; its progress so far is kept.
+    jobs_cancel.cancel();
+    let _ = jobs.await;
     meta.close().await;
     tracing::info!("stopped");
     Ok(())

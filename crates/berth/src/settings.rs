@@ -36,10 +36,14 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         .build()
         .and_then(|c| c.try_deserialize())
         .with_context(|| match file {
-            Some(p) => format!("invalid configuration in {} or BERTH_* variables", p.display()),
+            Some(p) => format!(
+                "invalid configuration in {} or BERTH_* variables",
+                p.display()
+            ),
             None => "invalid configuration in BERTH_* variables".to_owned(),
         })?;
     loaded.validate().map_err(anyhow::Error::msg)?;
+    berth_jobs::validate_schedules(&loaded).map_err(anyhow::Error::msg)?;
     Ok(loaded)
 }
 
@@ -54,36 +58,61 @@ mod tests {
 
     fn readme_reference() -> String {
         let readme = include_str!("../../../README.md");
-        let start = readme.find("<!-- config-reference:start -->").expect("README has the reference start marker");
-        let end = readme.find("<!-- config-reference:end -->").expect("README has the reference end marker");
+        let start = readme
+            .find("<!-- config-reference:start -->")
+            .expect("README has the reference start marker");
+        let end = readme
+            .find("<!-- config-reference:end -->")
+            .expect("README has the reference end marker");
         let block = &readme[start..end];
         let body = block.split_once("```toml\n").expect("a toml fence").1;
-        body.split_once("```").expect("a closing fence").0.to_owned()
+        body.split_once("```")
+            .expect("a closing fence")
+            .0
+            .to_owned()
     }
 
     /// The README's configuration reference documents exactly the defaults of the code.
     #[test]
     fn readme_reference_matches_the_defaults() {
         let text = readme_reference();
-        let parsed: Config = toml::from_str(&text).expect("the README reference parses with unknown keys refused");
-        assert_eq!(parsed, Config::default(), "a default in the README differs from the code");
-        let defaults: toml::Table = toml::from_str(&render(&Config::default())).expect("defaults render as TOML");
+        let parsed: Config =
+            toml::from_str(&text).expect("the README reference parses with unknown keys refused");
+        assert_eq!(
+            parsed,
+            Config::default(),
+            "a default in the README differs from the code"
+        );
+        let defaults: toml::Table =
+            toml::from_str(&render(&Config::default())).expect("defaults render as TOML");
         let documented: toml::Table = toml::from_str(&text).expect("reference parses as a table");
         for (section, value) in &defaults {
             match value {
                 toml::Value::Table(keys) => {
-                    let doc = documented.get(section).and_then(|v| v.as_table()).unwrap_or_else(|| {
-                        panic!("section [{section}] is missing from the README reference")
-                    });
+                    let doc = documented
+                        .get(section)
+                        .and_then(|v| v.as_table())
+                        .unwrap_or_else(|| {
+                            panic!("section [{section}] is missing from the README reference")
+                        });
                     for key in keys.keys() {
-                        assert!(doc.contains_key(key), "{section}.{key} is missing from the README reference");
+                        assert!(
+                            doc.contains_key(key),
+                            "{section}.{key} is missing from the README reference"
+                        );
                     }
                 }
-                _ => assert!(documented.contains_key(section), "{section} is missing from the README reference"),
+                _ => assert!(
+                    documented.contains_key(section),
+                    "{section} is missing from the README reference"
+                ),
             }
         }
         for optional in ["external_url", "tls_cert", "tls_key"] {
-            assert!(text.contains(&format!("# {optional} = ")), "{optional} is not documented");
+            assert!(
+                text.contains(&format!("# {optional} = ")),
+                "{optional} is not documented"
+            );
         }
     }
 }

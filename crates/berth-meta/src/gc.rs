@@ -1,0 +1,592 @@
+//! Garbage collection's side of the MetaStore: the review queue, the liveness rules, the
+//! cascade of a manifest delete, and the two-phase sweep of blob rows.
+//!
+//! Whatever drops a reference queues the object in `gc_review` in the same transaction.
+//! A review decides one item in one short `BEGIN IMMEDIATE` transaction, so a decision can
+//! never be invalidated between its read and its write: every writer of the registry
+//! (tag writes, manifest puts, links, touches) is serialized against it. The cost of GC thus
+//! follows the churn, not the size of the registry.
+
+use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
+
+use crate::{MetaStore, Result, now_ms};
+
+/// The rules a review applies.
+#[derive(Debug, Clone, Copy)]
+pub struct GcPolicy {
+    /// Fresh uploads, links and touches younger than this are kept, and so are referrers
+    /// whose subject has not arrived yet.
+    pub grace_ms: i64,
+    /// Untagged manifests (neither tagged, nor listed by an index, nor referring to a live
+    /// subject) are deleted this long after they lost their last tag; `None` keeps them.
+    pub untagged_age_ms: Option<i64>,
+    /// How long a blob marked `deleting` stays claimed by its sweeper before another run
+    /// finishes the sweep.
+    pub lease_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReviewItem {
+    Manifest { repo_id: i64, digest: String },
+    Blob { digest: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestReview {
+    /// Already deleted.
+    Gone,
+    Live,
+    /// Not deletable before this time; the item is requeued for then.
+    KeepUntil(i64),
+    /// Deleted, with this many manifests in all (cascade included).
+    Deleted(usize),
+}
+
+/// A blob generation marked `deleting`: its bytes may be removed, then [`MetaStore::finish_sweep`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sweep {
+    pub digest: String,
+    pub generation: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobReview {
+    Gone,
+    Live,
+    KeepUntil(i64),
+    Sweep(Sweep),
+}
+
+/// How storage is used, per repository and in total.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StorageUsage {
+    /// Bytes of all live blobs (each stored once).
+    pub stored_bytes: u64,
+    pub blob_count: u64,
+    /// Bytes of blobs that some manifest references.
+    pub referenced_bytes: u64,
+    /// Bytes of blobs no manifest references: collected once their grace period is over.
+    pub reclaimable_bytes: u64,
+    pub repositories: Vec<RepoUsage>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RepoUsage {
+    pub name: String,
+    /// Bytes of the blobs this repository's manifests reference.
+    pub referenced_bytes: u64,
+    /// The part of `referenced_bytes` that other repositories' manifests reference too.
+    pub shared_bytes: u64,
+    /// Bytes of manifest documents.
+    pub manifest_bytes: u64,
+}
+
+pub(crate) async fn enqueue(
+    conn: &mut SqliteConnection,
+    kind: &str,
+    key: &str,
+    at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO gc_review (kind, key, review_after) VALUES ($1, $2, $3)
+         ON CONFLICT (kind, key) DO UPDATE SET review_after = MIN(review_after, excluded.review_after)",
+    )
+    .bind(kind)
+    .bind(key)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+fn manifest_key(repo_id: i64, digest: &str) -> String {
+    format!("{repo_id}@{digest}")
+}
+
+pub(crate) async fn enqueue_blob(
+    tx: &mut Transaction<'static, Sqlite>,
+    digest: &str,
+    at: i64,
+) -> Result<(), sqlx::Error> {
+    enqueue(tx, "blob", digest, at).await
+}
+
+pub(crate) async fn enqueue_manifest(
+    tx: &mut Transaction<'static, Sqlite>,
+    repo_id: i64,
+    digest: &str,
+    at: i64,
+) -> Result<(), sqlx::Error> {
+    enqueue(tx, "manifest", &manifest_key(repo_id, digest), at).await
+}
+
+async fn dequeue(conn: &mut SqliteConnection, kind: &str, key: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM gc_review WHERE kind = $1 AND key = $2")
+        .bind(kind)
+        .bind(key)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn requeue(
+    conn: &mut SqliteConnection,
+    kind: &str,
+    key: &str,
+    at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE gc_review SET review_after = $3 WHERE kind = $1 AND key = $2")
+        .bind(kind)
+        .bind(key)
+        .bind(at)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Whether a manifest is kept by a tag or by an index that lists it.
+async fn tagged_or_listed(
+    conn: &mut SqliteConnection,
+    repo_id: i64,
+    digest: &str,
+) -> Result<bool, sqlx::Error> {
+    let kept: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 WHERE EXISTS (SELECT 1 FROM tags WHERE repo_id = $1 AND digest = $2)
+                     OR EXISTS (SELECT 1 FROM manifest_children WHERE repo_id = $1 AND child = $2)",
+    )
+    .bind(repo_id)
+    .bind(digest)
+    .fetch_optional(conn)
+    .await?;
+    Ok(kept.is_some())
+}
+
+/// Deletes a manifest and what depends on it, inside the caller's transaction: its tags, its
+/// reference rows (its blobs are queued for review), its referrers, the cosign tag-scheme
+/// signatures (`sha256-<hex>.sig`, `.att`, `.sbom`) of this repository, and the children of
+/// an index that are neither tagged nor listed by another index. Returns how many manifests
+/// were deleted.
+pub(crate) async fn delete_manifest_cascade(
+    conn: &mut SqliteConnection,
+    repo_id: i64,
+    digest: &str,
+    now: i64,
+) -> Result<usize, sqlx::Error> {
+    let mut work = vec![digest.to_owned()];
+    let mut deleted = 0;
+    while let Some(d) = work.pop() {
+        let gone = sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
+            .bind(repo_id)
+            .bind(&d)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        if gone == 0 {
+            continue;
+        }
+        deleted += 1;
+        sqlx::query("DELETE FROM tags WHERE repo_id = $1 AND digest = $2")
+            .bind(repo_id)
+            .bind(&d)
+            .execute(&mut *conn)
+            .await?;
+        let blobs: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM manifest_refs WHERE repo_id = $1 AND manifest = $2 RETURNING blob",
+        )
+        .bind(repo_id)
+        .bind(&d)
+        .fetch_all(&mut *conn)
+        .await?;
+        for b in blobs {
+            enqueue(conn, "blob", &b, now).await?;
+        }
+        let children: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM manifest_children WHERE repo_id = $1 AND parent = $2 RETURNING child",
+        )
+        .bind(repo_id)
+        .bind(&d)
+        .fetch_all(&mut *conn)
+        .await?;
+        for c in children {
+            if !tagged_or_listed(conn, repo_id, &c).await? {
+                work.push(c);
+            }
+        }
+        let referrers: Vec<String> =
+            sqlx::query_scalar("SELECT digest FROM manifests WHERE repo_id = $1 AND subject = $2")
+                .bind(repo_id)
+                .bind(&d)
+                .fetch_all(&mut *conn)
+                .await?;
+        work.extend(referrers);
+        if let Some(hex) = d.strip_prefix("sha256:") {
+            let signatures: Vec<String> = sqlx::query_scalar(
+                "DELETE FROM tags WHERE repo_id = $1 AND name IN ($2, $3, $4) RETURNING digest",
+            )
+            .bind(repo_id)
+            .bind(format!("sha256-{hex}.sig"))
+            .bind(format!("sha256-{hex}.att"))
+            .bind(format!("sha256-{hex}.sbom"))
+            .fetch_all(&mut *conn)
+            .await?;
+            for s in signatures {
+                if !tagged_or_listed(conn, repo_id, &s).await? {
+                    work.push(s);
+                }
+            }
+        }
+        dequeue(conn, "manifest", &manifest_key(repo_id, &d)).await?;
+    }
+    Ok(deleted)
+}
+
+/// A GC transaction: one review in the real run, the whole run (rolled back) in a dry run.
+pub struct GcTx {
+    tx: Transaction<'static, Sqlite>,
+}
+
+impl MetaStore {
+    pub async fn gc_tx(&self) -> Result<GcTx> {
+        Ok(GcTx {
+            tx: self.begin_write().await?,
+        })
+    }
+
+    /// Removes the row of a swept blob once its bytes are gone.
+    pub async fn finish_sweep(&self, sweep: &Sweep) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM blobs WHERE digest = $1 AND generation = $2 AND state = 'deleting'",
+        )
+        .bind(&sweep.digest)
+        .bind(&sweep.generation)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Blob rows left `deleting` by a sweeper whose lease ran out (it died); they are leased
+    /// again to the caller, which finishes them.
+    pub async fn expired_sweeps(&self, lease_ms: i64, limit: u32) -> Result<Vec<Sweep>> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(
+            "SELECT digest, generation, size FROM blobs WHERE state = 'deleting' AND lease_until < $1 LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        let sweeps: Vec<Sweep> = rows
+            .iter()
+            .map(|r| Sweep {
+                digest: r.get(0),
+                generation: r.get(1),
+                size: r.get::<i64, _>(2) as u64,
+            })
+            .collect();
+        for s in &sweeps {
+            sqlx::query("UPDATE blobs SET lease_until = $3 WHERE digest = $1 AND generation = $2")
+                .bind(&s.digest)
+                .bind(&s.generation)
+                .bind(now + lease_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(sweeps)
+    }
+
+    /// Upload sessions with no activity since `before`.
+    pub async fn idle_uploads(&self, before: i64, limit: u32) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM uploads WHERE updated_at < $1 ORDER BY updated_at LIMIT $2",
+        )
+        .bind(before)
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Marks an upload as active (a long streamed PATCH calls this as it goes).
+    pub async fn touch_upload(&self, id: &str) -> Result<()> {
+        sqlx::query("UPDATE uploads SET updated_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now_ms())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes an idle upload's row if it is still idle. True if it was deleted.
+    pub async fn purge_upload(&self, id: &str, before: i64) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM uploads WHERE id = $1 AND updated_at < $2")
+            .bind(id)
+            .bind(before)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Whether an upload id has a session row (scrub uses this for staging files).
+    pub async fn upload_exists(&self, id: &str) -> Result<bool> {
+        let r: Option<i64> = sqlx::query_scalar("SELECT 1 FROM uploads WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(r.is_some())
+    }
+
+    /// Queues every blob and every manifest for review: the occasional full audit.
+    pub async fn enqueue_everything(&self) -> Result<u64> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let a = sqlx::query(
+            "INSERT INTO gc_review (kind, key, review_after) SELECT 'blob', digest, $1 FROM blobs WHERE state = 'live'
+             ON CONFLICT (kind, key) DO UPDATE SET review_after = MIN(review_after, excluded.review_after)",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let b = sqlx::query(
+            "INSERT INTO gc_review (kind, key, review_after)
+             SELECT 'manifest', repo_id || '@' || digest, $1 FROM manifests
+             ON CONFLICT (kind, key) DO UPDATE SET review_after = MIN(review_after, excluded.review_after)",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(a + b)
+    }
+
+    /// The live blob row of `digest` whatever its state (scrub compares it with the store).
+    pub async fn blob_generations(&self, digest: &str) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT generation, state FROM blobs WHERE digest = $1")
+            .bind(digest)
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Live blob rows after `after` (digest order), for scrub.
+    pub async fn live_blobs_page(&self, after: &str, limit: u32) -> Result<Vec<Sweep>> {
+        let rows = sqlx::query(
+            "SELECT digest, generation, size FROM blobs WHERE state = 'live' AND digest > $1 ORDER BY digest LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Sweep {
+                digest: r.get(0),
+                generation: r.get(1),
+                size: r.get::<i64, _>(2) as u64,
+            })
+            .collect())
+    }
+
+    /// Referenced, shared and reclaimable bytes, per repository and in total.
+    pub async fn storage_usage(&self) -> Result<StorageUsage> {
+        let mut u = StorageUsage::default();
+        let r =
+            sqlx::query("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs WHERE state = 'live'")
+                .fetch_one(&self.read)
+                .await?;
+        u.blob_count = r.get::<i64, _>(0) as u64;
+        u.stored_bytes = r.get::<i64, _>(1) as u64;
+        u.referenced_bytes = sqlx::query_scalar::<_, i64>(
+            "SELECT COALESCE(SUM(size), 0) FROM blobs b WHERE state = 'live'
+               AND EXISTS (SELECT 1 FROM manifest_refs mr WHERE mr.blob = b.digest)",
+        )
+        .fetch_one(&self.read)
+        .await? as u64;
+        u.reclaimable_bytes = u.stored_bytes - u.referenced_bytes.min(u.stored_bytes);
+        let rows = sqlx::query(
+            "SELECT r.name,
+                    COALESCE((SELECT SUM(b.size) FROM blobs b WHERE b.state = 'live' AND b.digest IN
+                        (SELECT blob FROM manifest_refs WHERE repo_id = r.id)), 0),
+                    COALESCE((SELECT SUM(b.size) FROM blobs b WHERE b.state = 'live' AND b.digest IN
+                        (SELECT blob FROM manifest_refs WHERE repo_id = r.id)
+                        AND EXISTS (SELECT 1 FROM manifest_refs o WHERE o.blob = b.digest AND o.repo_id <> r.id)), 0),
+                    COALESCE((SELECT SUM(size) FROM manifests WHERE repo_id = r.id), 0)
+             FROM repositories r ORDER BY r.name",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        u.repositories = rows
+            .iter()
+            .map(|r| RepoUsage {
+                name: r.get(0),
+                referenced_bytes: r.get::<i64, _>(1) as u64,
+                shared_bytes: r.get::<i64, _>(2) as u64,
+                manifest_bytes: r.get::<i64, _>(3) as u64,
+            })
+            .collect();
+        Ok(u)
+    }
+}
+
+impl GcTx {
+    pub async fn commit(self) -> Result<()> {
+        Ok(self.tx.commit().await?)
+    }
+
+    pub async fn rollback(self) -> Result<()> {
+        Ok(self.tx.rollback().await?)
+    }
+
+    /// Review items due at `now`, oldest first.
+    pub async fn due_reviews(&mut self, now: i64, limit: u32) -> Result<Vec<ReviewItem>> {
+        let rows = sqlx::query(
+            "SELECT kind, key FROM gc_review WHERE review_after <= $1 ORDER BY review_after, kind, key LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let kind: &str = r.get(0);
+                let key: String = r.get(1);
+                match kind {
+                    "blob" => Some(ReviewItem::Blob { digest: key }),
+                    _ => {
+                        let (repo, digest) = key.split_once('@')?;
+                        Some(ReviewItem::Manifest {
+                            repo_id: repo.parse().ok()?,
+                            digest: digest.to_owned(),
+                        })
+                    }
+                }
+            })
+            .collect())
+    }
+
+    /// Decides whether a manifest is live and deletes it (with its dependents) if not.
+    pub async fn review_manifest(
+        &mut self,
+        repo_id: i64,
+        digest: &str,
+        policy: &GcPolicy,
+        now: i64,
+    ) -> Result<ManifestReview> {
+        let key = manifest_key(repo_id, digest);
+        let conn = &mut *self.tx;
+        let row = sqlx::query("SELECT created_at, untagged_at, subject FROM manifests WHERE repo_id = $1 AND digest = $2")
+            .bind(repo_id)
+            .bind(digest)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Some(row) = row else {
+            dequeue(conn, "manifest", &key).await?;
+            return Ok(ManifestReview::Gone);
+        };
+        let created: i64 = row.get(0);
+        let untagged_at: Option<i64> = row.get(1);
+        let subject: Option<String> = row.get(2);
+        if tagged_or_listed(conn, repo_id, digest).await? {
+            dequeue(conn, "manifest", &key).await?;
+            return Ok(ManifestReview::Live);
+        }
+        let delete_after = if let Some(subject) = subject {
+            let present: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM manifests WHERE repo_id = $1 AND digest = $2")
+                    .bind(repo_id)
+                    .bind(&subject)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if present.is_some() {
+                dequeue(conn, "manifest", &key).await?;
+                return Ok(ManifestReview::Live);
+            }
+            // The spec lets a referrer arrive before its subject: wait for it a grace period.
+            created + policy.grace_ms
+        } else {
+            match policy.untagged_age_ms {
+                None => {
+                    dequeue(conn, "manifest", &key).await?;
+                    return Ok(ManifestReview::Live);
+                }
+                Some(age) => untagged_at.unwrap_or(created) + age,
+            }
+        };
+        if delete_after > now {
+            requeue(conn, "manifest", &key, delete_after).await?;
+            return Ok(ManifestReview::KeepUntil(delete_after));
+        }
+        let n = delete_manifest_cascade(conn, repo_id, digest, now).await?;
+        Ok(ManifestReview::Deleted(n))
+    }
+
+    /// Decides whether a blob is live; if not, marks it `deleting` under a lease and returns
+    /// the generation whose bytes the caller removes next. Links of repositories that no
+    /// longer reference the blob are dropped once they are older than the grace period.
+    pub async fn review_blob(
+        &mut self,
+        digest: &str,
+        policy: &GcPolicy,
+        now: i64,
+    ) -> Result<BlobReview> {
+        let conn = &mut *self.tx;
+        let row = sqlx::query("SELECT generation, size, created_at, touched_at FROM blobs WHERE digest = $1 AND state = 'live'")
+            .bind(digest)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Some(row) = row else {
+            dequeue(conn, "blob", digest).await?;
+            return Ok(BlobReview::Gone);
+        };
+        let generation: String = row.get(0);
+        let size = row.get::<i64, _>(1) as u64;
+        let newest_row = row.get::<i64, _>(2).max(row.get::<i64, _>(3));
+        sqlx::query(
+            "DELETE FROM repo_blobs WHERE digest = $1 AND linked_at < $2
+               AND repo_id NOT IN (SELECT repo_id FROM manifest_refs WHERE blob = $1)",
+        )
+        .bind(digest)
+        .bind(now - policy.grace_ms)
+        .execute(&mut *conn)
+        .await?;
+        let referenced: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM manifest_refs WHERE blob = $1 LIMIT 1")
+                .bind(digest)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if referenced.is_some() {
+            dequeue(conn, "blob", digest).await?;
+            return Ok(BlobReview::Live);
+        }
+        let newest_link: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(linked_at) FROM repo_blobs WHERE digest = $1")
+                .bind(digest)
+                .fetch_one(&mut *conn)
+                .await?;
+        let keep_until = newest_row.max(newest_link.unwrap_or(0)) + policy.grace_ms;
+        if keep_until > now {
+            requeue(conn, "blob", digest, keep_until).await?;
+            return Ok(BlobReview::KeepUntil(keep_until));
+        }
+        sqlx::query("UPDATE blobs SET state = 'deleting', lease_until = $3 WHERE digest = $1 AND generation = $2")
+            .bind(digest)
+            .bind(&generation)
+            .bind(now + policy.lease_ms)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("DELETE FROM repo_blobs WHERE digest = $1")
+            .bind(digest)
+            .execute(&mut *conn)
+            .await?;
+        dequeue(conn, "blob", digest).await?;
+        Ok(BlobReview::Sweep(Sweep {
+            digest: digest.to_owned(),
+            generation,
+            size,
+        }))
+    }
+}

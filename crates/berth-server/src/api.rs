@@ -1,0 +1,186 @@
+//! The admin API under `/api/v1` (the part that exists so far: jobs, garbage collection,
+//! scrub and storage accounting) and `/metrics`.
+//!
+//! Until authentication lands, these endpoints are as open as the registry itself (which
+//! also accepts DELETE from anyone); the auth issue restricts them to registry admins.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use berth_core::{ErrorCode, OciError};
+
+use crate::error::{ApiError, ApiResult};
+use crate::registry::Registry;
+
+const KIND_GC: &str = "gc";
+const KIND_SCRUB: &str = "scrub";
+
+fn flag(q: &HashMap<String, String>, name: &str) -> bool {
+    q.get(name)
+        .is_some_and(|v| v.is_empty() || v == "true" || v == "1")
+}
+
+async fn queue(reg: &Registry, kind: &str, payload: serde_json::Value) -> ApiResult<Response> {
+    let id = reg.meta.enqueue_job(kind, &payload, false).await?;
+    reg.jobs_wake.notify_one();
+    let body = serde_json::json!({ "job": id, "status": format!("/api/v1/jobs/{id}") });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// `POST /api/v1/gc?dry_run&full`: queues a garbage collection run (or returns the one
+/// already queued or running).
+pub async fn start_gc(
+    State(reg): State<Arc<Registry>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    queue(
+        &reg,
+        KIND_GC,
+        serde_json::json!({ "dry_run": flag(&q, "dry_run"), "full": flag(&q, "full") }),
+    )
+    .await
+}
+
+/// `POST /api/v1/scrub`: queues a scrub.
+pub async fn start_scrub(State(reg): State<Arc<Registry>>) -> ApiResult<Response> {
+    queue(&reg, KIND_SCRUB, serde_json::json!({})).await
+}
+
+/// `GET /api/v1/jobs?kind=gc&limit=20`: recent jobs, newest first, with their reports.
+pub async fn list_jobs(
+    State(reg): State<Arc<Registry>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(20u32)
+        .min(500);
+    let jobs = reg
+        .meta
+        .list_jobs(q.get("kind").map(String::as_str), limit)
+        .await?;
+    Ok(Json(serde_json::json!({ "jobs": jobs })).into_response())
+}
+
+pub async fn get_job(State(reg): State<Arc<Registry>>, Path(id): Path<i64>) -> ApiResult<Response> {
+    match reg.meta.get_job(id).await? {
+        Some(job) => Ok(Json(job).into_response()),
+        None => Err(ApiError::Oci(
+            OciError::new(ErrorCode::NameUnknown, format!("no job {id}")).with_status(404),
+        )),
+    }
+}
+
+/// `GET /api/v1/storage`: referenced, shared and reclaimable bytes per repository and in total.
+pub async fn storage(State(reg): State<Arc<Registry>>) -> ApiResult<Response> {
+    Ok(Json(reg.meta.storage_usage().await?).into_response())
+}
+
+/// `GET /metrics`: Prometheus text. GC and scrub figures come from the jobs table, so runs
+/// started by `berth gc` in another process are included.
+pub async fn metrics(State(reg): State<Arc<Registry>>) -> ApiResult<Response> {
+    let mut out = String::new();
+    let jobs = reg.meta.list_jobs(None, 200).await?;
+    let _ = writeln!(
+        out,
+        "# HELP berth_jobs Recent jobs by kind and state (last 200).\n# TYPE berth_jobs gauge"
+    );
+    let mut counts: std::collections::BTreeMap<(String, String), u64> = Default::default();
+    for j in &jobs {
+        let state = serde_json::to_value(j.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        *counts.entry((j.kind.clone(), state)).or_default() += 1;
+    }
+    for ((kind, state), n) in counts {
+        let _ = writeln!(out, "berth_jobs{{kind=\"{kind}\",state=\"{state}\"}} {n}");
+    }
+    let last_gc = jobs.iter().find(|j| {
+        j.kind == KIND_GC
+            && j.result
+                .as_ref()
+                .is_some_and(|r| r.get("dry_run").and_then(|d| d.as_bool()) == Some(false))
+    });
+    if let Some(job) = last_gc {
+        let r = job.result.as_ref().expect("filtered on result");
+        let num = |k: &str| r.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        let errors = r
+            .get("errors")
+            .and_then(|e| e.as_array())
+            .map_or(0, |a| a.len());
+        for (name, help, value) in [
+            (
+                "berth_gc_last_run_finished_seconds",
+                "When the last GC run finished (epoch seconds).",
+                num("finished_at") / 1000,
+            ),
+            (
+                "berth_gc_last_run_duration_milliseconds",
+                "Duration of the last GC run.",
+                num("finished_at").saturating_sub(num("started_at")),
+            ),
+            (
+                "berth_gc_last_run_bytes_freed",
+                "Bytes the last GC run freed.",
+                num("bytes_freed"),
+            ),
+            (
+                "berth_gc_last_run_deleted_blobs",
+                "Blobs the last GC run deleted.",
+                num("deleted_blobs"),
+            ),
+            (
+                "berth_gc_last_run_deleted_manifests",
+                "Manifests the last GC run deleted.",
+                num("deleted_manifests"),
+            ),
+            (
+                "berth_gc_last_run_purged_uploads",
+                "Idle uploads the last GC run purged.",
+                num("purged_uploads"),
+            ),
+            (
+                "berth_gc_last_run_errors",
+                "Errors in the last GC run.",
+                errors as u64,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+    }
+    let usage = reg.meta.storage_usage().await?;
+    for (name, help, value) in [
+        (
+            "berth_storage_stored_bytes",
+            "Bytes of all live blobs, each stored once.",
+            usage.stored_bytes,
+        ),
+        (
+            "berth_storage_referenced_bytes",
+            "Bytes of blobs that manifests reference.",
+            usage.referenced_bytes,
+        ),
+        (
+            "berth_storage_reclaimable_bytes",
+            "Bytes of blobs no manifest references.",
+            usage.reclaimable_bytes,
+        ),
+        ("berth_storage_blobs", "Live blobs.", usage.blob_count),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
