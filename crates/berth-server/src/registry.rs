@@ -740,10 +740,14 @@ impl Registry {
         last: Option<&str>,
         n: u32,
     ) -> ApiResult<Page<ReferrerRow>> {
-        let repo = self
-            .existing_repo(name)
-            .await?
-            .ok_or_else(|| name_unknown(name))?;
+        // The spec forbids a 404 here (a client would fall back to the tag schema): an unknown
+        // repository simply has no referrers yet.
+        let Some(repo) = self.existing_repo(name).await? else {
+            return Ok(Page {
+                items: Vec::new(),
+                more: false,
+            });
+        };
         let mut items = self
             .meta
             .referrers(repo, subject, artifact_type, last, n.saturating_add(1))
