@@ -11,13 +11,16 @@ use berth_meta::{BlobReview, GcPolicy, ManifestReview, MetaStore, ReviewItem, Sw
 use berth_storage::{BlobKey, BlobStore, UploadId};
 use tokio_util::sync::CancellationToken;
 
-/// A sweeper holds a blob marked `deleting` this long; if it dies, the next run after that
-/// finishes the sweep.
-const SWEEP_LEASE: Duration = Duration::from_secs(600);
+/// A blob marked `deleting` is never revived (a new upload of its digest makes a new
+/// generation), so finishing its sweep twice is harmless: the lease only keeps two runs from
+/// doing the same deletion at once. When a sweeper dies, the next run after this finishes it.
+const SWEEP_LEASE: Duration = Duration::from_secs(5);
 /// Review items fetched per batch (each reviewed in its own transaction).
 const BATCH: u32 = 100;
-/// Upper bound of batches per run, so a run always ends; what is left waits for the next.
+/// Upper bound of batches per pass, so a run always ends; what is left waits for the next.
 const MAX_BATCHES: usize = 10_000;
+/// Passes per run: manifests deleted in one pass release their blobs to the next.
+const MAX_PASSES: usize = 4;
 
 /// Options of one run.
 #[derive(Debug, Clone, Default)]
@@ -154,41 +157,51 @@ pub async fn run_gc(
     }
 
     let mut throttle = DeleteThrottle::new(config.gc.delete_rate);
-    'batches: for _ in 0..MAX_BATCHES {
-        let now = now_ms();
-        let mut tx = meta.gc_tx().await?;
-        let items = tx.due_reviews(now, BATCH).await?;
-        tx.commit().await?;
-        if items.is_empty() {
-            break;
-        }
-        for item in items {
-            if cancel.is_cancelled() {
-                report.interrupted = true;
-                break 'batches;
-            }
+    // A run reviews what was due when each pass began, so a steady stream of pushes (each
+    // queues its blob) cannot keep it going forever. A pass that deleted manifests queued
+    // their blobs, so another pass follows at once: one run turns a deleted tag into freed
+    // bytes.
+    'passes: for _ in 0..MAX_PASSES {
+        let cutoff = now_ms();
+        let deleted_before = report.deleted_manifests;
+        for _ in 0..MAX_BATCHES {
             let mut tx = meta.gc_tx().await?;
-            match item {
-                ReviewItem::Manifest { repo_id, digest } => {
-                    report.reviewed_manifests += 1;
-                    let outcome = tx
-                        .review_manifest(repo_id, &digest, &policy, now_ms())
-                        .await?;
-                    tx.commit().await?;
-                    if let ManifestReview::Deleted(n) = outcome {
-                        report.deleted_manifests += n as u64;
-                        tracing::debug!(repo_id, %digest, manifests = n, "collected manifest");
-                    }
+            let items = tx.due_reviews(cutoff, BATCH).await?;
+            tx.commit().await?;
+            if items.is_empty() {
+                break;
+            }
+            for item in items {
+                if cancel.is_cancelled() {
+                    report.interrupted = true;
+                    break 'passes;
                 }
-                ReviewItem::Blob { digest } => {
-                    report.reviewed_blobs += 1;
-                    let outcome = tx.review_blob(&digest, &policy, now_ms()).await?;
-                    tx.commit().await?;
-                    if let BlobReview::Sweep(sweep) = outcome {
-                        delete_bytes(meta, blobs, &mut throttle, &sweep, &mut report).await;
+                let mut tx = meta.gc_tx().await?;
+                match item {
+                    ReviewItem::Manifest { repo_id, digest } => {
+                        report.reviewed_manifests += 1;
+                        let outcome = tx
+                            .review_manifest(repo_id, &digest, &policy, now_ms())
+                            .await?;
+                        tx.commit().await?;
+                        if let ManifestReview::Deleted(n) = outcome {
+                            report.deleted_manifests += n as u64;
+                            tracing::debug!(repo_id, %digest, manifests = n, "collected manifest");
+                        }
+                    }
+                    ReviewItem::Blob { digest } => {
+                        report.reviewed_blobs += 1;
+                        let outcome = tx.review_blob(&digest, &policy, now_ms()).await?;
+                        tx.commit().await?;
+                        if let BlobReview::Sweep(sweep) = outcome {
+                            delete_bytes(meta, blobs, &mut throttle, &sweep, &mut report).await;
+                        }
                     }
                 }
             }
+        }
+        if report.deleted_manifests == deleted_before {
+            break;
         }
     }
 
@@ -234,8 +247,10 @@ async fn dry_run(
     report: &mut GcReport,
 ) -> Result<(), berth_meta::MetaError> {
     let mut tx = meta.gc_tx().await?;
+    // Inside one transaction nothing else writes, so "now" can stay fixed: every item the
+    // reviews queue is due at once and the passes of the real run happen in this one loop.
     let now = now_ms();
-    for _ in 0..MAX_BATCHES {
+    for _ in 0..MAX_BATCHES * MAX_PASSES {
         let items = tx.due_reviews(now, BATCH).await?;
         if items.is_empty() {
             break;

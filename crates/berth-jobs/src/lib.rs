@@ -51,6 +51,23 @@ pub fn validate_schedules(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// A worker's name in the jobs table: `<host>/<pid>/<random>`, so a restarted node of the
+/// embedded mode can tell which running jobs belonged to a process that died.
+pub fn worker_name() -> String {
+    format!(
+        "{}/{}/{}",
+        hostname(),
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
 /// Runs jobs on this node until cancelled.
 pub struct JobRunner {
     meta: MetaStore,
@@ -68,7 +85,7 @@ impl JobRunner {
         config: Arc<Config>,
         wake: Arc<Notify>,
     ) -> JobRunner {
-        let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        let owner = worker_name();
         JobRunner {
             meta,
             blobs,
@@ -97,6 +114,18 @@ impl JobRunner {
     pub async fn run(self, cancel: CancellationToken) {
         if let Err(e) = self.install_schedules().await {
             tracing::error!(error = %e, "job schedules not installed");
+        }
+        // Jobs of a process of this host that died (kill -9, power loss) are taken over now
+        // rather than after their lease.
+        let alive = |pid: u32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+        match self
+            .meta
+            .release_jobs_of_dead_local_owners(&hostname(), alive)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(jobs = n, "taking over jobs of a worker that died"),
+            Err(e) => tracing::warn!(error = %e, "could not check for jobs of dead workers"),
         }
         while !cancel.is_cancelled() {
             if let Err(e) = self.fire_schedules().await {

@@ -83,10 +83,13 @@ impl MetaStore {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         if !allow_duplicate {
+            // A running job whose worker died (lease expired) does not absorb new requests.
             let existing: Option<i64> = sqlx::query_scalar(
-                "SELECT id FROM jobs WHERE kind = $1 AND state IN ('queued', 'running') LIMIT 1",
+                "SELECT id FROM jobs WHERE kind = $1
+                   AND (state = 'queued' OR (state = 'running' AND lease_until >= $2)) LIMIT 1",
             )
             .bind(kind)
+            .bind(now)
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(id) = existing {
@@ -166,6 +169,40 @@ impl MetaStore {
         .await?;
         tx.commit().await?;
         Ok(Some(job_from_row(&row)))
+    }
+
+    /// Expires the leases of running jobs whose owner (named `<host>/<pid>/...`) is a process
+    /// of this host that no longer exists, so they are claimed again at once instead of after
+    /// their lease. Only meaningful when every worker runs on this host (the embedded mode).
+    pub async fn release_jobs_of_dead_local_owners(
+        &self,
+        host: &str,
+        is_alive: impl Fn(u32) -> bool,
+    ) -> Result<u64> {
+        let owners: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT lease_owner FROM jobs WHERE state = 'running' AND lease_owner IS NOT NULL")
+                .fetch_all(&self.read)
+                .await?;
+        let mut released = 0;
+        for owner in owners {
+            let mut parts = owner.splitn(3, '/');
+            let (Some(h), Some(pid)) = (
+                parts.next(),
+                parts.next().and_then(|p| p.parse::<u32>().ok()),
+            ) else {
+                continue;
+            };
+            if h == host && !is_alive(pid) {
+                released += sqlx::query(
+                    "UPDATE jobs SET lease_until = 0 WHERE state = 'running' AND lease_owner = $1",
+                )
+                .bind(&owner)
+                .execute(&self.write)
+                .await?
+                .rows_affected();
+            }
+        }
+        Ok(released)
     }
 
     /// Extends a running job's lease. False if the job is no longer this worker's.

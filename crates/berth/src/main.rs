@@ -155,7 +155,7 @@ fn maintenance(
         .context("starting the runtime")?;
     runtime.block_on(async move {
         let (meta, blobs) = open_stores(&config).await?;
-        let owner = format!("cli-{}", std::process::id());
+        let owner = berth_jobs::worker_name();
         let id = meta
             .start_inline_job(kind, &payload, &owner, 24 * 3600 * 1000)
             .await?;
