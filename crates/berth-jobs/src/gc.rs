@@ -144,7 +144,7 @@ pub async fn run_gc(
         );
     }
     if opts.dry_run {
-        dry_run(meta, &policy, &mut report).await?;
+        dry_run(meta, &policy, opts.grace_period.is_some(), &mut report).await?;
         let idle = meta
             .idle_uploads(
                 now_ms() - config.uploads.purge_after.0.as_millis() as i64,
@@ -161,8 +161,14 @@ pub async fn run_gc(
     // queues its blob) cannot keep it going forever. A pass that deleted manifests queued
     // their blobs, so another pass follows at once: one run turns a deleted tag into freed
     // bytes.
-    'passes: for _ in 0..MAX_PASSES {
-        let cutoff = now_ms();
+    'passes: for pass in 0..MAX_PASSES {
+        // With a grace override, items an earlier run deferred under the configured grace
+        // are reviewed now too.
+        let cutoff = if pass == 0 && opts.grace_period.is_some() {
+            i64::MAX
+        } else {
+            now_ms()
+        };
         let deleted_before = report.deleted_manifests;
         for _ in 0..MAX_BATCHES {
             let mut tx = meta.gc_tx().await?;
@@ -244,14 +250,20 @@ async fn purge_uploads(
 async fn dry_run(
     meta: &MetaStore,
     policy: &GcPolicy,
+    grace_override: bool,
     report: &mut GcReport,
 ) -> Result<(), berth_meta::MetaError> {
     let mut tx = meta.gc_tx().await?;
     // Inside one transaction nothing else writes, so "now" can stay fixed: every item the
     // reviews queue is due at once and the passes of the real run happen in this one loop.
     let now = now_ms();
+    // Sweeps a dead sweeper left, which the real run finishes.
+    let (n, bytes) = tx.expired_sweep_totals(now).await?;
+    report.deleted_blobs += n;
+    report.bytes_freed += bytes;
+    let cutoff = if grace_override { i64::MAX } else { now };
     for _ in 0..MAX_BATCHES * MAX_PASSES {
-        let items = tx.due_reviews(now, BATCH).await?;
+        let items = tx.due_reviews(cutoff, BATCH).await?;
         if items.is_empty() {
             break;
         }

@@ -219,7 +219,13 @@ pub(crate) async fn delete_manifest_cascade(
                 .bind(&d)
                 .fetch_all(&mut *conn)
                 .await?;
-        work.extend(referrers);
+        // A referrer that a live index lists, or that is tagged, stays (the review keeps it
+        // while it is listed or tagged).
+        for r in referrers {
+            if !tagged_or_listed(conn, repo_id, &r).await? {
+                work.push(r);
+            }
+        }
         if let Some(hex) = d.strip_prefix("sha256:") {
             let signatures: Vec<String> = sqlx::query_scalar(
                 "DELETE FROM tags WHERE repo_id = $1 AND name IN ($2, $3, $4) RETURNING digest",
@@ -244,12 +250,16 @@ pub(crate) async fn delete_manifest_cascade(
 /// A GC transaction: one review in the real run, the whole run (rolled back) in a dry run.
 pub struct GcTx {
     tx: Transaction<'static, Sqlite>,
+    cache: std::sync::Arc<crate::cache::ReadCache>,
+    deleted_manifests: bool,
 }
 
 impl MetaStore {
     pub async fn gc_tx(&self) -> Result<GcTx> {
         Ok(GcTx {
             tx: self.begin_write().await?,
+            cache: self.cache.clone(),
+            deleted_manifests: false,
         })
     }
 
@@ -351,7 +361,7 @@ impl MetaStore {
         .rows_affected();
         let b = sqlx::query(
             "INSERT INTO gc_review (kind, key, review_after)
-             SELECT 'manifest', repo_id || '@' || digest, $1 FROM manifests
+             SELECT 'manifest', repo_id || '@' || digest, $1 FROM manifests WHERE true
              ON CONFLICT (kind, key) DO UPDATE SET review_after = MIN(review_after, excluded.review_after)",
         )
         .bind(now)
@@ -433,11 +443,26 @@ impl MetaStore {
 
 impl GcTx {
     pub async fn commit(self) -> Result<()> {
-        Ok(self.tx.commit().await?)
+        self.tx.commit().await?;
+        if self.deleted_manifests {
+            self.cache.clear();
+        }
+        Ok(())
     }
 
     pub async fn rollback(self) -> Result<()> {
         Ok(self.tx.rollback().await?)
+    }
+
+    /// Blob rows left `deleting` whose lease ran out: what the run would finish (count, bytes).
+    pub async fn expired_sweep_totals(&mut self, now: i64) -> Result<(u64, u64)> {
+        let r = sqlx::query(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs WHERE state = 'deleting' AND lease_until < $1",
+        )
+        .bind(now)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok((r.get::<i64, _>(0) as u64, r.get::<i64, _>(1) as u64))
     }
 
     /// Review items due at `now`, oldest first.
@@ -521,6 +546,7 @@ impl GcTx {
             return Ok(ManifestReview::KeepUntil(delete_after));
         }
         let n = delete_manifest_cascade(conn, repo_id, digest, now).await?;
+        self.deleted_manifests = true;
         Ok(ManifestReview::Deleted(n))
     }
 

@@ -7,6 +7,7 @@
 //! decision taken on a read cannot be invalidated before its write commits, and no deferred
 //! transaction ever fails to upgrade its lock (which a client would see as a 500).
 
+mod cache;
 mod gc;
 mod jobs;
 mod schema;
@@ -16,6 +17,7 @@ pub use jobs::{Job, JobState};
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use berth_core::{Digest, RepoName};
@@ -86,7 +88,7 @@ pub struct NewManifest {
 pub struct ManifestRow {
     pub digest: Digest,
     pub media_type: String,
-    pub payload: Vec<u8>,
+    pub payload: bytes::Bytes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +148,7 @@ pub enum CommitOutcome {
 pub struct MetaStore {
     read: SqlitePool,
     write: SqlitePool,
+    cache: std::sync::Arc<cache::ReadCache>,
 }
 
 fn parse_digest(s: &str) -> Result<Digest> {
@@ -173,7 +176,12 @@ impl MetaStore {
             .min_connections(1)
             .connect_with(opts.read_only(true))
             .await?;
-        Ok(MetaStore { read, write })
+        let cache = std::sync::Arc::new(cache::ReadCache::default());
+        let version: i64 = sqlx::query_scalar("PRAGMA data_version")
+            .fetch_one(&write)
+            .await?;
+        cache::watch_other_writers(cache.clone(), write.clone(), version);
+        Ok(MetaStore { read, write, cache })
     }
 
     pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
@@ -194,10 +202,17 @@ impl MetaStore {
     // ---- repositories ----
 
     pub async fn repo_id(&self, name: &RepoName) -> Result<Option<i64>> {
-        let id = sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1")
+        if let Some(id) = self.cache.repo(name.as_str()) {
+            return Ok(Some(id));
+        }
+        let generation = self.cache.generation();
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1")
             .bind(name.as_str())
             .fetch_optional(&self.read)
             .await?;
+        if let Some(id) = id {
+            self.cache.fill_repo(generation, name.as_str(), id);
+        }
         Ok(id)
     }
 
@@ -629,20 +644,39 @@ impl MetaStore {
             }
         }
         tx.commit().await?;
+        if let Some(tag) = tag {
+            self.cache.forget_tag(repo_id, tag);
+        }
         Ok(())
     }
 
     pub async fn resolve_tag(&self, repo_id: i64, tag: &str) -> Result<Option<Digest>> {
+        if let Some(d) = self.cache.tag(repo_id, tag) {
+            return Ok(Some(d));
+        }
+        let generation = self.cache.generation();
         let d: Option<String> =
             sqlx::query_scalar("SELECT digest FROM tags WHERE repo_id = $1 AND name = $2")
                 .bind(repo_id)
                 .bind(tag)
                 .fetch_optional(&self.read)
                 .await?;
-        d.as_deref().map(parse_digest).transpose()
+        let d = d.as_deref().map(parse_digest).transpose()?;
+        if let Some(d) = &d {
+            self.cache.fill_tag(generation, repo_id, tag, d);
+        }
+        Ok(d)
     }
 
-    pub async fn get_manifest(&self, repo_id: i64, digest: &Digest) -> Result<Option<ManifestRow>> {
+    pub async fn get_manifest(
+        &self,
+        repo_id: i64,
+        digest: &Digest,
+    ) -> Result<Option<Arc<ManifestRow>>> {
+        if let Some(row) = self.cache.manifest(repo_id, digest) {
+            return Ok(Some(row));
+        }
+        let generation = self.cache.generation();
         let row = sqlx::query(
             "SELECT media_type, payload FROM manifests WHERE repo_id = $1 AND digest = $2",
         )
@@ -650,11 +684,14 @@ impl MetaStore {
         .bind(digest.to_string())
         .fetch_optional(&self.read)
         .await?;
-        Ok(row.map(|r| ManifestRow {
+        let Some(r) = row else { return Ok(None) };
+        let row = Arc::new(ManifestRow {
             digest: digest.clone(),
             media_type: r.get(0),
-            payload: r.get(1),
-        }))
+            payload: bytes::Bytes::from(r.get::<Vec<u8>, _>(1)),
+        });
+        self.cache.fill_manifest(generation, repo_id, row.clone());
+        Ok(Some(row))
     }
 
     /// Deletes a manifest with everything that depends on it: its tags, its referrers, the
@@ -684,6 +721,7 @@ impl MetaStore {
         }
         let deleted = gc::delete_manifest_cascade(&mut tx, repo_id, &d, now_ms()).await?;
         tx.commit().await?;
+        self.cache.clear();
         Ok(DeleteOutcome::Deleted(deleted))
     }
 
@@ -703,6 +741,7 @@ impl MetaStore {
             gc::enqueue_manifest(&mut tx, repo_id, d, now).await?;
         }
         tx.commit().await?;
+        self.cache.forget_tag(repo_id, tag);
         Ok(digest.is_some())
     }
 

@@ -248,3 +248,49 @@ async fn index_children_must_exist_and_referrers_are_found() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn the_read_cache_follows_own_writes_at_once_and_other_processes_soon() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    let a = MetaStore::open_sqlite(&path).await.unwrap();
+    // A second store on the same file stands in for another process (`berth gc`).
+    let b = MetaStore::open_sqlite(&path).await.unwrap();
+    let r = a.ensure_repo(&repo("x")).await.unwrap();
+    let cfg = push_blob(&a, r, "cfg").await;
+    let first = image(&cfg, 3);
+    a.put_manifest(r, &first, Some("t")).await.unwrap();
+    assert_eq!(
+        a.resolve_tag(r, "t").await.unwrap(),
+        Some(first.digest.clone())
+    );
+    assert!(a.get_manifest(r, &first.digest).await.unwrap().is_some());
+
+    // Own write: visible at once.
+    let mut second = image(&cfg, 3);
+    second.digest = d("second");
+    a.put_manifest(r, &second, Some("t")).await.unwrap();
+    assert_eq!(
+        a.resolve_tag(r, "t").await.unwrap(),
+        Some(second.digest.clone())
+    );
+
+    // Another process deletes the manifest: the cache is flushed within a few polls.
+    assert_eq!(
+        b.delete_manifest(r, &second.digest).await.unwrap(),
+        DeleteOutcome::Deleted(1)
+    );
+    let deadline = std::time::Instant::now() + cache::POLL * 8;
+    loop {
+        let tag = a.resolve_tag(r, "t").await.unwrap();
+        let row = a.get_manifest(r, &second.digest).await.unwrap();
+        if tag.is_none() && row.is_none() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stale cache after another process's delete"
+        );
+        tokio::time::sleep(cache::POLL / 2).await;
+    }
+}

@@ -639,7 +639,7 @@ impl Registry {
         name: &RepoName,
         reference: &Reference,
         accept: &[String],
-    ) -> ApiResult<ManifestRow> {
+    ) -> ApiResult<Arc<ManifestRow>> {
         let repo = self
             .existing_repo(name)
             .await?
