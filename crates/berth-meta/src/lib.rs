@@ -538,17 +538,7 @@ impl MetaStore {
             .bind(blob.to_string())
             .fetch_optional(&mut *tx)
             .await?;
-            match size {
-                None => return Err(PutManifestError::MissingBlob(blob.clone())),
-                Some(actual) if actual as u64 != *claimed => {
-                    return Err(PutManifestError::SizeMismatch {
-                        digest: blob.clone(),
-                        claimed: *claimed,
-                        actual: actual as u64,
-                    });
-                }
-                Some(_) => {}
-            }
+            check_reference(blob, *claimed, size, PutManifestError::MissingBlob)?;
         }
         for (child, claimed) in &m.children {
             let size: Option<i64> =
@@ -557,17 +547,7 @@ impl MetaStore {
                     .bind(child.to_string())
                     .fetch_optional(&mut *tx)
                     .await?;
-            match size {
-                None => return Err(PutManifestError::MissingManifest(child.clone())),
-                Some(actual) if actual as u64 != *claimed => {
-                    return Err(PutManifestError::SizeMismatch {
-                        digest: child.clone(),
-                        claimed: *claimed,
-                        actual: actual as u64,
-                    });
-                }
-                Some(_) => {}
-            }
+            check_reference(child, *claimed, size, PutManifestError::MissingManifest)?;
         }
         let inserted = sqlx::query(
             "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, size, payload, subject,
@@ -792,6 +772,24 @@ impl MetaStore {
                 })
             })
             .collect()
+    }
+}
+
+/// A manifest's reference must exist with the size its descriptor claims.
+fn check_reference(
+    digest: &Digest,
+    claimed: u64,
+    found: Option<i64>,
+    missing: fn(Digest) -> PutManifestError,
+) -> Result<(), PutManifestError> {
+    match found {
+        None => Err(missing(digest.clone())),
+        Some(actual) if actual as u64 != claimed => Err(PutManifestError::SizeMismatch {
+            digest: digest.clone(),
+            claimed,
+            actual: actual as u64,
+        }),
+        Some(_) => Ok(()),
     }
 }
 

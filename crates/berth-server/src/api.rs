@@ -102,14 +102,13 @@ pub async fn metrics(State(reg): State<Arc<Registry>>) -> ApiResult<Response> {
     for ((kind, state), n) in counts {
         let _ = writeln!(out, "berth_jobs{{kind=\"{kind}\",state=\"{state}\"}} {n}");
     }
-    let last_gc = jobs.iter().find(|j| {
-        j.kind == KIND_GC
-            && j.result
-                .as_ref()
-                .is_some_and(|r| r.get("dry_run").and_then(|d| d.as_bool()) == Some(false))
-    });
-    if let Some(job) = last_gc {
-        let r = job.result.as_ref().expect("filtered on result");
+    // The newest report of a real (not dry) run.
+    let last_gc = jobs
+        .iter()
+        .filter(|j| j.kind == KIND_GC)
+        .filter_map(|j| j.result.as_ref())
+        .find(|r| r.get("dry_run").and_then(|d| d.as_bool()) == Some(false));
+    if let Some(r) = last_gc {
         let num = |k: &str| r.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
         let errors = r
             .get("errors")

@@ -109,6 +109,11 @@ pub fn range_value(offset: u64) -> String {
     format!("0-{}", offset.saturating_sub(1))
 }
 
+fn restore_digester(row: &UploadRow) -> Result<Digester, berth_meta::MetaError> {
+    Digester::restore(&row.hash_state)
+        .map_err(|_| berth_meta::MetaError::Corrupt(format!("hash state of upload {}", row.id)))
+}
+
 fn write_error(e: WriteError) -> ApiError {
     match e {
         WriteError::Body(e) if e.kind() == std::io::ErrorKind::TimedOut => ApiError::oci(
@@ -291,6 +296,31 @@ impl Registry {
         }
     }
 
+    /// Takes this node's write lock on an upload session and reads the session under it (a
+    /// request that just finished may have moved it). A session another request is writing
+    /// to answers 416 with its current offset.
+    async fn lock_session(
+        &self,
+        name: &RepoName,
+        id: &UploadId,
+    ) -> ApiResult<(UploadLock<'_>, UploadRow)> {
+        self.session(name, id).await?;
+        let lock = self.lock_upload(id);
+        let row = self.session(name, id).await?;
+        match lock {
+            Some(lock) => Ok((lock, row)),
+            None => Err(range_error(
+                name,
+                &UploadState {
+                    id: id.clone(),
+                    offset: row.offset,
+                },
+                "another request is writing to this upload",
+                self.url_base(),
+            )),
+        }
+    }
+
     pub async fn upload_status(&self, name: &RepoName, id: &UploadId) -> ApiResult<UploadState> {
         let row = self.session(name, id).await?;
         Ok(UploadState {
@@ -317,22 +347,7 @@ impl Registry {
         content_length: Option<u64>,
         body: ByteStream,
     ) -> ApiResult<UploadState> {
-        self.session(name, id).await?;
-        let lock = self.lock_upload(id);
-        // Read the session again under the lock: a request that just finished moved it.
-        let row = self.session(name, id).await?;
-        let state = UploadState {
-            id: id.clone(),
-            offset: row.offset,
-        };
-        if lock.is_none() {
-            return Err(range_error(
-                name,
-                &state,
-                "another request is writing to this upload",
-                self.url_base(),
-            ));
-        }
+        let (_lock, row) = self.lock_session(name, id).await?;
         let (offset, _) = self
             .append_locked(name, &row, range, content_length, body)
             .await?;
@@ -379,9 +394,7 @@ impl Registry {
                 ));
             }
         }
-        let mut digester = Digester::restore(&row.hash_state).map_err(|_| {
-            berth_meta::MetaError::Corrupt(format!("hash state of upload {}", row.id))
-        })?;
+        let mut digester = restore_digester(row)?;
         let max = range.map(|r| r.len()).or(content_length);
         let written = {
             let append = self
@@ -439,32 +452,13 @@ impl Registry {
         content_length: Option<u64>,
         body: Option<ByteStream>,
     ) -> ApiResult<()> {
-        self.session(name, id).await?;
-        let lock = self.lock_upload(id);
-        let row = self.session(name, id).await?;
-        if lock.is_none() {
-            let state = UploadState {
-                id: id.clone(),
-                offset: row.offset,
-            };
-            return Err(range_error(
-                name,
-                &state,
-                "another request is writing to this upload",
-                self.url_base(),
-            ));
-        }
+        let (_lock, row) = self.lock_session(name, id).await?;
         let (size, digester) = match body {
             Some(body) => {
                 self.append_locked(name, &row, range, content_length, body)
                     .await?
             }
-            None => (
-                row.offset,
-                Digester::restore(&row.hash_state).map_err(|_| {
-                    berth_meta::MetaError::Corrupt(format!("hash state of upload {}", row.id))
-                })?,
-            ),
+            None => (row.offset, restore_digester(&row)?),
         };
         let actual = if digester.algorithm() == digest.algorithm() {
             digester.finish()
