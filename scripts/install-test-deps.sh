@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs everything the full test suite drives: real container clients from Debian and the
-# Python test runner with oras in a venv at .venv. Safe to run again; it skips what is present.
+# Installs everything the full test suite drives: real container clients from Debian, OpenLDAP
+# (slapd and ldap-utils, for the LDAP tests, which start their own slapd in a temporary
+# directory) and the Python test runner with oras in a venv at .venv. Safe to run again; it
+# skips what is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(skopeo umoci podman containerd docker.io docker-registry runc)
+APT_PACKAGES=(skopeo umoci podman containerd docker.io docker-registry runc slapd ldap-utils)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -13,6 +15,16 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # slapd: no system directory (its postinst would otherwise ask for a domain and an admin
+  # password) and no system service; the LDAP tests run their own slapd in a temporary
+  # directory. A policy-rc.d for the time of the install keeps invoke-rc.d from starting slapd
+  # (other services start as before); an existing policy-rc.d is left alone.
+  echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\n[ "$1" = slapd ] && exit 101\nexit 0\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

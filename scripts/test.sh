@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs the real clients it drives, checks formatting
 # and lints, runs the unit and in-process tests, builds berth, then runs the black-box suites
-# (the process under crashes/TLS/SIGTERM, the OCI conformance port, and real clients: skopeo,
-# containerd, docker, podman, oras) against the real binary.
+# (the process under crashes/TLS/SIGTERM, the OCI conformance port, authentication and
+# authorization, and real clients: skopeo, containerd, docker, podman, oras) against the real
+# binary with authentication on, then the real-client suite once more against --no-auth.
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh -k skopeo  extra arguments go to pytest
@@ -27,7 +28,17 @@ step "cargo build (the binary the black-box suites run)"
 cargo build --locked -p berth
 export BERTH_BIN="$PWD/target/debug/berth"
 
-step "black-box suites"
+step "black-box suites (authentication on)"
 # OCI_AUTOMATIC_CROSSMOUNT=1: berth mounts a known blob without ?from=, so the conformance
 # port runs the specs for that behaviour.
 OCI_AUTOMATIC_CROSSMOUNT=1 .venv/bin/pytest tests/e2e -p no:cacheprovider -ra "$@"
+
+step "real-client suite again, against berth serve --no-auth"
+# The registry core must work for real clients with and without authentication; the other
+# suites run once (tests/e2e/auth starts its own authenticated servers). Exit status 5 means
+# the extra pytest arguments selected no client test, which is not a failure here.
+status=0
+BERTH_E2E_AUTH=off .venv/bin/pytest tests/e2e/clients -p no:cacheprovider -ra "$@" || status=$?
+if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then
+  exit "$status"
+fi

@@ -1,13 +1,22 @@
 """Shared fixtures for the black-box suites: a real `berth` process (or any registry URL).
 
 `registry` starts `berth serve` on a free loopback port with a fresh data directory, once per
-test session. Set REGISTRY_URL=http://host:port to point the suites at a registry that is
-already running instead (for example Distribution, to check a test itself). BERTH_BIN picks the
-binary (default: target/debug/berth). When the registry needs credentials, REGISTRY_USER and
-REGISTRY_PASSWORD carry them and every suite must pass them to its clients.
+test session. Authentication is on (berth's default): the first start creates the registry admin
+`admin` with a random password (BERTH_ADMIN_PASSWORD), and `registry.creds` carries it; every
+suite must pass `registry.creds` to its clients. BERTH_E2E_AUTH=off starts it with `--no-auth`
+instead (an open registry, `registry.creds` is None), so the same suites check both modes.
+
+Set REGISTRY_URL=http://host:port to point the suites at a registry that is already running
+instead (for example Distribution, to check a test itself); REGISTRY_USER and REGISTRY_PASSWORD
+then carry its credentials, if it needs any. BERTH_BIN picks the binary (default:
+target/debug/berth).
+
+berth refuses unknown BERTH_* variables in its environment, so every berth process started here
+gets `berth_env()`: this environment without the suite's own BERTH_E2E_* switches.
 """
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -22,6 +31,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# BERTH_E2E_AUTH=off: the session's registry runs with --no-auth (see the module docstring).
+AUTH = os.environ.get("BERTH_E2E_AUTH", "on").strip().lower() not in ("off", "0", "false", "no")
+ADMIN_USER = "admin"
+
+
+def berth_env(extra: dict | None = None) -> dict:
+    """The environment for a berth process: this one without BERTH_E2E_* (switches of this test
+    suite, which berth would refuse as unknown configuration keys), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_E2E_")}
+    env.update(extra or {})
+    return env
+
+
+def _auth_disabled(args: list[str], env: dict) -> bool:
+    return "--no-auth" in args or env.get("BERTH_AUTH__ENABLED", "").strip().lower() in ("false", "0")
 
 
 def require_tool(name: str) -> str:
@@ -71,6 +95,20 @@ class Registry:
 
 
 def start_berth(tmp: Path, extra_args: list[str] | None = None, env: dict | None = None) -> Registry:
+    """`berth serve` on a free loopback port with its data under `tmp`, `extra_args` added to its
+    command line and `env` to its environment (see `berth_env`).
+
+    The Registry's credentials: none with `--no-auth` (or BERTH_AUTH__ENABLED=false); `admin`
+    and the password when `env` (or this environment) sets BERTH_ADMIN_PASSWORD; otherwise
+    REGISTRY_USER and REGISTRY_PASSWORD, if set."""
+    args = list(extra_args or [])
+    child_env = berth_env(env)
+    if _auth_disabled(args, child_env):
+        user, password = None, None
+    elif child_env.get("BERTH_ADMIN_PASSWORD"):
+        user, password = ADMIN_USER, child_env["BERTH_ADMIN_PASSWORD"]
+    else:
+        user, password = os.environ.get("REGISTRY_USER"), os.environ.get("REGISTRY_PASSWORD")
     binary = os.environ.get("BERTH_BIN", str(ROOT / "target" / "debug" / "berth"))
     if not Path(binary).exists():
         pytest.fail(f"berth binary not found at {binary}: run `cargo build` first")
@@ -79,10 +117,10 @@ def start_berth(tmp: Path, extra_args: list[str] | None = None, env: dict | None
     log_path = tmp / "berth.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen(
-        [binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir), *(extra_args or [])],
+        [binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir), *args],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
+        env=child_env,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -93,8 +131,8 @@ def start_berth(tmp: Path, extra_args: list[str] | None = None, env: dict | None
     return Registry(
         url=url,
         host=f"127.0.0.1:{port}",
-        user=os.environ.get("REGISTRY_USER"),
-        password=os.environ.get("REGISTRY_PASSWORD"),
+        user=user,
+        password=password,
         data_dir=data_dir,
         proc=proc,
         log_path=log_path,
@@ -124,7 +162,10 @@ def registry():
         )
         return
     tmp = Path(tempfile.mkdtemp(prefix="berth-e2e-"))
-    reg = start_berth(tmp)
+    if AUTH:
+        reg = start_berth(tmp, env={"BERTH_ADMIN_PASSWORD": secrets.token_urlsafe(24)})
+    else:
+        reg = start_berth(tmp, ["--no-auth"])
     yield reg
     stop_berth(reg)
     if reg.proc is not None and reg.proc.returncode not in (0, None):

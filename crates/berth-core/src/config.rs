@@ -51,6 +51,8 @@ pub struct Config {
     pub gc: GcConfig,
     pub scrub: ScrubConfig,
     pub log: LogConfig,
+    pub auth: AuthConfig,
+    pub audit: AuditConfig,
 }
 
 impl Default for Config {
@@ -64,6 +66,8 @@ impl Default for Config {
             gc: GcConfig::default(),
             scrub: ScrubConfig::default(),
             log: LogConfig::default(),
+            auth: AuthConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -236,6 +240,128 @@ impl Default for LogConfig {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Whether callers must authenticate. `berth serve --no-auth` turns it off: anyone may
+    /// push, pull and delete, and the admin API is open. For local experiments only.
+    pub enabled: bool,
+    /// The `service` of the token protocol: the audience of the tokens this registry issues.
+    pub service: String,
+    /// The token endpoint URL announced in `WWW-Authenticate`. Empty: `<external_url or the
+    /// request's own host>/auth/token`.
+    pub realm: String,
+    /// How long an issued token is valid (at least 5 minutes: clients assume 60 s or more and
+    /// some refresh only after `expires_in`).
+    pub token_ttl: HumanDuration,
+    /// How long a refresh token (asked for with `access_type=offline`) is valid.
+    pub refresh_token_ttl: HumanDuration,
+    /// A signed-in user (not a robot) who pushes to a project that does not exist creates it,
+    /// private, as its project admin. Registry admins always may.
+    pub auto_create_projects: bool,
+    /// Password checks (argon2, about 19 MiB each) running at once at most.
+    pub hash_concurrency: u32,
+    /// How long verified credentials and a caller's roles are cached. Changes made on this
+    /// node apply at once; changes made by another process apply within this time.
+    pub cache_ttl: HumanDuration,
+    /// Failed logins from one (user, source address) within `failure_window` before that pair
+    /// is refused with 429 until the window passes. A source address is throttled after four
+    /// times as many failures over all user names.
+    pub max_failures: u32,
+    pub failure_window: HumanDuration,
+    pub ldap: LdapConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: true,
+            service: "berth".into(),
+            realm: String::new(),
+            token_ttl: HumanDuration(Duration::from_secs(15 * 60)),
+            refresh_token_ttl: HumanDuration(Duration::from_secs(7 * 24 * 3600)),
+            auto_create_projects: false,
+            hash_concurrency: 2,
+            cache_ttl: HumanDuration(Duration::from_secs(30)),
+            max_failures: 5,
+            failure_window: HumanDuration(Duration::from_secs(300)),
+            ldap: LdapConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LdapConfig {
+    /// `ldap://host:389` or `ldaps://host:636`. Empty disables LDAP.
+    pub url: String,
+    /// Upgrade an `ldap://` connection with StartTLS.
+    pub starttls: bool,
+    /// PEM CA bundle to verify the LDAP server with (default: the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// The service account that searches for users and groups.
+    pub bind_dn: String,
+    pub bind_password: String,
+    /// Where users are searched, and the filter that finds one (`{username}` is replaced,
+    /// escaped).
+    pub user_base_dn: String,
+    pub user_filter: String,
+    /// Where groups are searched, and the filter that finds a user's groups (`{dn}` and
+    /// `{username}` are replaced, escaped). Empty base: no groups.
+    pub group_base_dn: String,
+    pub group_filter: String,
+    /// Members of this group (a DN) are registry admins.
+    pub admin_group: String,
+    /// A bind or search taking longer than this fails the login.
+    pub timeout: HumanDuration,
+}
+
+impl Default for LdapConfig {
+    fn default() -> Self {
+        LdapConfig {
+            url: String::new(),
+            starttls: false,
+            ca_file: None,
+            bind_dn: String::new(),
+            bind_password: String::new(),
+            user_base_dn: String::new(),
+            user_filter: "(uid={username})".into(),
+            group_base_dn: String::new(),
+            group_filter: "(member={dn})".into(),
+            admin_group: String::new(),
+            timeout: HumanDuration(Duration::from_secs(5)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullAudit {
+    /// Pull events go through the bounded, batched audit channel (dropped and counted when
+    /// it is full).
+    Batched,
+    /// Pulls are not recorded.
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Whether manifest pulls are recorded: "batched" or "off".
+    pub pulls: PullAudit,
+    /// Events older than this are removed. 0 keeps everything.
+    pub retention: HumanDuration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            pulls: PullAudit::Batched,
+            retention: HumanDuration(Duration::from_secs(90 * 24 * 3600)),
+        }
+    }
+}
+
 impl Config {
     /// Checks what serde cannot: values that must agree with each other or parse further.
     pub fn validate(&self) -> Result<(), String> {
@@ -269,6 +395,24 @@ impl Config {
                  of a long upload must outlive the session",
                 self.gc.grace_period, self.uploads.purge_after
             ));
+        }
+        if self.auth.token_ttl.0 < Duration::from_secs(300) {
+            return Err("auth.token_ttl must be at least 5m".into());
+        }
+        if self.auth.hash_concurrency == 0 || self.auth.max_failures == 0 {
+            return Err("auth.hash_concurrency and auth.max_failures must be at least 1".into());
+        }
+        if !self.auth.ldap.url.is_empty()
+            && !(self.auth.ldap.url.starts_with("ldap://")
+                || self.auth.ldap.url.starts_with("ldaps://"))
+        {
+            return Err(format!(
+                "auth.ldap.url {:?} must start with ldap:// or ldaps://",
+                self.auth.ldap.url
+            ));
+        }
+        if !self.auth.ldap.url.is_empty() && self.auth.ldap.user_base_dn.is_empty() {
+            return Err("auth.ldap.user_base_dn must be set when auth.ldap.url is".into());
         }
         if self.uploads.purge_after.0.is_zero() {
             return Err("uploads.purge_after must be greater than zero".into());

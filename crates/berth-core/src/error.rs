@@ -28,6 +28,10 @@ pub enum ErrorCode {
     Conflict,
     /// Distribution's code for an `n` that is not a non-negative integer (400).
     PaginationNumberInvalid,
+    /// Admin API: a request body or parameter that is not valid (400).
+    Invalid,
+    /// Admin API: the named object does not exist (404).
+    NotFound,
 }
 
 impl ErrorCode {
@@ -51,6 +55,8 @@ impl ErrorCode {
             ErrorCode::Internal => "UNKNOWN",
             ErrorCode::Conflict => "DENIED",
             ErrorCode::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
+            ErrorCode::Invalid => "INVALID",
+            ErrorCode::NotFound => "NOT_FOUND",
         }
     }
 
@@ -67,7 +73,9 @@ impl ErrorCode {
             | ErrorCode::ManifestInvalid
             | ErrorCode::NameInvalid
             | ErrorCode::SizeInvalid
-            | ErrorCode::PaginationNumberInvalid => 400,
+            | ErrorCode::PaginationNumberInvalid
+            | ErrorCode::Invalid => 400,
+            ErrorCode::NotFound => 404,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Denied => 403,
             ErrorCode::Unsupported => 405,

@@ -2,6 +2,7 @@
 //! repository and tag names, manifest parsing and validation, OCI error codes, byte ranges and
 //! the configuration tree. Everything here is unit- and property-tested in place.
 
+pub mod access;
 pub mod config;
 pub mod digest;
 pub mod error;

@@ -7,11 +7,16 @@
 //! decision taken on a read cannot be invalidated before its write commits, and no deferred
 //! transaction ever fails to upgrade its lock (which a client would see as a 500).
 
+mod auth;
 mod cache;
 mod gc;
 mod jobs;
 mod schema;
 
+pub use auth::{
+    ArtifactRow, AuditEvent, AuditFilter, CreateError, MemberRow, ProjectRow, RepoSummary,
+    RobotRow, TagRow, UserRow,
+};
 pub use gc::{BlobReview, GcPolicy, ManifestReview, ReviewItem, StorageUsage, Sweep};
 pub use jobs::{Job, JobState};
 
@@ -149,6 +154,7 @@ pub struct MetaStore {
     read: SqlitePool,
     write: SqlitePool,
     cache: std::sync::Arc<cache::ReadCache>,
+    auth_version: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn parse_digest(s: &str) -> Result<Digest> {
@@ -181,7 +187,12 @@ impl MetaStore {
             .fetch_one(&write)
             .await?;
         cache::watch_other_writers(cache.clone(), write.clone(), version);
-        Ok(MetaStore { read, write, cache })
+        Ok(MetaStore {
+            read,
+            write,
+            cache,
+            auth_version: Default::default(),
+        })
     }
 
     pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {

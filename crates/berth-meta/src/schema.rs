@@ -15,6 +15,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "gc_jobs",
         include_str!("../migrations/sqlite/0002_gc_jobs.sql"),
     ),
+    (
+        3,
+        "auth",
+        include_str!("../migrations/sqlite/0003_auth.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

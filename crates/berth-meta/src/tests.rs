@@ -294,3 +294,168 @@ async fn the_read_cache_follows_own_writes_at_once_and_other_processes_soon() {
         tokio::time::sleep(cache::POLL / 2).await;
     }
 }
+
+#[tokio::test]
+async fn roles_come_from_users_and_groups_and_the_best_wins() {
+    use berth_core::access::Role;
+    let (_t, m) = store().await;
+    let p = m
+        .create_project("team", false, Some("owner"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        m.create_project("team", true, None).await,
+        Err(CreateError::Exists)
+    ));
+    let v0 = m.auth_version();
+    m.set_member(p.id, "user", "alice", Role::Guest)
+        .await
+        .unwrap();
+    assert!(m.auth_version() > v0, "writes bump the auth version");
+    m.set_member(p.id, "group", "cn=devs,dc=x", Role::Developer)
+        .await
+        .unwrap();
+    assert_eq!(
+        m.best_role(p.id, "owner", &[]).await.unwrap(),
+        Some(Role::Admin)
+    );
+    assert_eq!(
+        m.best_role(p.id, "alice", &[]).await.unwrap(),
+        Some(Role::Guest)
+    );
+    assert_eq!(
+        m.best_role(p.id, "alice", &["cn=devs,dc=x".into()])
+            .await
+            .unwrap(),
+        Some(Role::Developer)
+    );
+    assert_eq!(
+        m.best_role(p.id, "bob", &["cn=other".into()])
+            .await
+            .unwrap(),
+        None
+    );
+    // Changing a role replaces it; removing a member removes its rights.
+    assert!(
+        !m.set_member(p.id, "user", "alice", Role::Maintainer)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        m.best_role(p.id, "alice", &[]).await.unwrap(),
+        Some(Role::Maintainer)
+    );
+    assert!(m.remove_member(p.id, "user", "alice").await.unwrap());
+    assert_eq!(m.best_role(p.id, "alice", &[]).await.unwrap(), None);
+    // A project with a repository cannot be deleted; an empty one can.
+    m.ensure_repo(&repo("team/app")).await.unwrap();
+    assert_eq!(m.delete_project("team").await.unwrap(), Some(false));
+    m.create_project("empty", false, None).await.unwrap();
+    assert_eq!(m.delete_project("empty").await.unwrap(), Some(true));
+    assert_eq!(m.delete_project("empty").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn ldap_logins_never_take_over_local_users() {
+    let (_t, m) = store().await;
+    m.create_user("alice", Some("$argon2id$x"), "local", false)
+        .await
+        .unwrap();
+    assert!(m.upsert_ldap_user("alice", &[]).await.unwrap().is_none());
+    let u = m
+        .upsert_ldap_user("bob", &["cn=a".into()])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (u.source.as_str(), u.ldap_groups.clone()),
+        ("ldap", vec!["cn=a".to_owned()])
+    );
+    let v = m.auth_version();
+    m.upsert_ldap_user("bob", &["cn=a".into()]).await.unwrap();
+    assert_eq!(m.auth_version(), v, "an unchanged login writes nothing");
+    let u = m.upsert_ldap_user("bob", &[]).await.unwrap().unwrap();
+    assert!(u.ldap_groups.is_empty());
+    assert!(
+        !m.set_password("bob", "x").await.unwrap(),
+        "LDAP users have no local password"
+    );
+}
+
+#[tokio::test]
+async fn audit_queries_filter_page_and_prune() {
+    let (_t, m) = store().await;
+    let ev = |at: i64, actor: &str, action: &str, resource: &str| AuditEvent {
+        id: 0,
+        at,
+        actor: actor.into(),
+        actor_kind: "user".into(),
+        action: action.into(),
+        resource: resource.into(),
+        source: "10.0.0.1".into(),
+        result: "success".into(),
+        detail: String::new(),
+    };
+    let events: Vec<_> = (0..10)
+        .map(|i| {
+            ev(
+                1000 + i,
+                if i % 2 == 0 { "alice" } else { "bob" },
+                if i < 5 { "push" } else { "pull" },
+                &format!("team/app{}:v{i}", i % 3),
+            )
+        })
+        .collect();
+    m.insert_audit(&events).await.unwrap();
+    let all = AuditFilter {
+        limit: 100,
+        ..Default::default()
+    };
+    let got = m.query_audit(&all).await.unwrap();
+    assert_eq!(got.len(), 10);
+    assert!(got.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    let f = AuditFilter {
+        actor: Some("alice".into()),
+        action: Some("push".into()),
+        ..all.clone()
+    };
+    assert_eq!(m.query_audit(&f).await.unwrap().len(), 3);
+    let f = AuditFilter {
+        resource: Some("team/app1".into()),
+        ..all.clone()
+    };
+    assert!(
+        m.query_audit(&f)
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.resource.starts_with("team/app1"))
+    );
+    // Paging backwards with `before` visits every event once.
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = m
+            .query_audit(&AuditFilter {
+                limit: 3,
+                before,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        before = page.last().map(|e| e.id);
+        seen.extend(page.into_iter().map(|e| e.id));
+    }
+    assert_eq!(seen.len(), 10);
+    let f = AuditFilter {
+        since: Some(1005),
+        until: Some(1007),
+        ..all.clone()
+    };
+    assert_eq!(m.query_audit(&f).await.unwrap().len(), 2);
+    assert_eq!(m.prune_audit(1004, 1000).await.unwrap(), 4);
+    assert_eq!(m.query_audit(&all).await.unwrap().len(), 6);
+}

@@ -1,8 +1,6 @@
-//! The admin API under `/api/v1` (the part that exists so far: jobs, garbage collection,
-//! scrub and storage accounting) and `/metrics`.
-//!
-//! Until authentication lands, these endpoints are as open as the registry itself (which
-//! also accepts DELETE from anyone); the auth issue restricts them to registry admins.
+//! The operations part of the admin API under `/api/v1` (jobs, garbage collection, scrub,
+//! storage accounting), for registry admins only, and `/metrics`, which is open like
+//! `/healthz` so that a Prometheus scraper needs no account (it shows totals, no names).
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -10,10 +8,11 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_core::{ErrorCode, OciError};
 
+use crate::caller::{Caller, require_admin};
 use crate::error::{ApiError, ApiResult};
 use crate::registry::Registry;
 
@@ -36,8 +35,11 @@ async fn queue(reg: &Registry, kind: &str, payload: serde_json::Value) -> ApiRes
 /// already queued or running).
 pub async fn start_gc(
     State(reg): State<Arc<Registry>>,
+    caller: Caller,
+    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
+    require_admin(&reg, &caller, &headers)?;
     queue(
         &reg,
         KIND_GC,
@@ -47,15 +49,23 @@ pub async fn start_gc(
 }
 
 /// `POST /api/v1/scrub`: queues a scrub.
-pub async fn start_scrub(State(reg): State<Arc<Registry>>) -> ApiResult<Response> {
+pub async fn start_scrub(
+    State(reg): State<Arc<Registry>>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    require_admin(&reg, &caller, &headers)?;
     queue(&reg, KIND_SCRUB, serde_json::json!({})).await
 }
 
 /// `GET /api/v1/jobs?kind=gc&limit=20`: recent jobs, newest first, with their reports.
 pub async fn list_jobs(
     State(reg): State<Arc<Registry>>,
+    caller: Caller,
+    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
+    require_admin(&reg, &caller, &headers)?;
     let limit = q
         .get("limit")
         .and_then(|l| l.parse().ok())
@@ -68,7 +78,13 @@ pub async fn list_jobs(
     Ok(Json(serde_json::json!({ "jobs": jobs })).into_response())
 }
 
-pub async fn get_job(State(reg): State<Arc<Registry>>, Path(id): Path<i64>) -> ApiResult<Response> {
+pub async fn get_job(
+    State(reg): State<Arc<Registry>>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    require_admin(&reg, &caller, &headers)?;
     match reg.meta.get_job(id).await? {
         Some(job) => Ok(Json(job).into_response()),
         None => Err(ApiError::Oci(
@@ -78,7 +94,12 @@ pub async fn get_job(State(reg): State<Arc<Registry>>, Path(id): Path<i64>) -> A
 }
 
 /// `GET /api/v1/storage`: referenced, shared and reclaimable bytes per repository and in total.
-pub async fn storage(State(reg): State<Arc<Registry>>) -> ApiResult<Response> {
+pub async fn storage(
+    State(reg): State<Arc<Registry>>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    require_admin(&reg, &caller, &headers)?;
     Ok(Json(reg.meta.storage_usage().await?).into_response())
 }
 
@@ -158,6 +179,23 @@ pub async fn metrics(State(reg): State<Arc<Registry>>) -> ApiResult<Response> {
         }
     }
     let usage = reg.meta.storage_usage().await?;
+    for (name, help, value) in [
+        (
+            "berth_audit_events_written_total",
+            "Audit events written by this process.",
+            reg.audit.written.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "berth_audit_dropped_total",
+            "Pull audit events dropped because the audit channel was full.",
+            reg.audit.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
     for (name, help, value) in [
         (
             "berth_storage_stored_bytes",

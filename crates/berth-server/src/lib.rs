@@ -1,10 +1,14 @@
 //! The HTTP layer of Berth: the router, the `/v2` API and its registry service, request
 //! logging, and the listener (plain or TLS, header-read timeout, graceful shutdown).
 
+mod admin;
 mod api;
+pub mod audit;
+pub mod caller;
 pub mod error;
 mod listener;
 pub mod registry;
+mod token_api;
 mod v2;
 
 use std::sync::Arc;
@@ -16,7 +20,7 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post, put};
 use tracing::Instrument;
 
 pub use listener::{ListenError, bind, serve};
@@ -36,6 +40,52 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/api/v1/jobs", get(api::list_jobs))
         .route("/api/v1/jobs/{id}", get(api::get_job))
         .route("/api/v1/storage", get(api::storage))
+        .route("/auth/token", get(token_api::token).post(token_api::token))
+        .route("/api/v1/openapi.json", get(admin::openapi))
+        .route("/api/v1/me", get(admin::me))
+        .route(
+            "/api/v1/projects",
+            get(admin::list_projects).post(admin::create_project),
+        )
+        .route(
+            "/api/v1/projects/{project}",
+            get(admin::get_project)
+                .patch(admin::update_project)
+                .delete(admin::delete_project),
+        )
+        .route(
+            "/api/v1/projects/{project}/members",
+            get(admin::list_members)
+                .put(admin::set_member)
+                .delete(admin::remove_member),
+        )
+        .route(
+            "/api/v1/projects/{project}/repositories",
+            get(admin::project_repositories),
+        )
+        .route(
+            "/api/v1/users",
+            get(admin::list_users).post(admin::create_user),
+        )
+        .route(
+            "/api/v1/users/{user}",
+            get(admin::get_user)
+                .patch(admin::update_user)
+                .delete(admin::delete_user),
+        )
+        .route("/api/v1/users/{user}/password", put(admin::set_password))
+        .route(
+            "/api/v1/robots",
+            get(admin::list_robots).post(admin::create_robot),
+        )
+        .route("/api/v1/robots/{robot}", delete(admin::delete_robot))
+        .route(
+            "/api/v1/repositories/{*path}",
+            get(admin::repository_get).delete(admin::repository_delete),
+        )
+        .route("/api/v1/audit", get(admin::query_audit))
+        .route("/api/v1/search", get(admin::search))
+        .route("/api/v1/token-keys", post(admin::rotate_token_key))
         .with_state(registry)
         .layer(middleware::from_fn(request_log))
 }

@@ -15,7 +15,6 @@ use berth_core::config::Config;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -100,7 +99,6 @@ pub async fn serve(
         .keep_alive_interval(Some(Duration::from_secs(60)));
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
-    let service = TowerToHyperService::new(app);
     tokio::pin!(shutdown);
 
     let local = listener.local_addr().ok();
@@ -120,7 +118,10 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let builder = builder.clone();
-        let service = service.clone();
+        let service = PeerService {
+            app: app.clone(),
+            peer,
+        };
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
@@ -167,11 +168,32 @@ async fn serve_conn<S>(
     builder: &Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
     stream: S,
-    service: TowerToHyperService<Router>,
+    service: PeerService,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     watcher.watch(conn.into_owned()).await
+}
+
+/// The router of one connection, which records the peer's address in every request's
+/// extensions (as axum's `ConnectInfo`), for the audit log and login throttling.
+#[derive(Clone)]
+struct PeerService {
+    app: Router,
+    peer: SocketAddr,
+}
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for PeerService {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
+
+    fn call(&self, mut req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        use tower::Service;
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
+        self.app.clone().call(req)
+    }
 }

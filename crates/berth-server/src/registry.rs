@@ -27,6 +27,10 @@ pub struct Registry {
     pub config: Arc<Config>,
     /// Wakes this node's job runner when the API queues a job.
     pub jobs_wake: Arc<tokio::sync::Notify>,
+    /// Identities, tokens and permission checks.
+    pub auth: Arc<berth_auth::Auth>,
+    /// The audit trail's batched writer.
+    pub audit: crate::audit::Auditor,
     /// Upload sessions with a request in progress on this node: a second concurrent PATCH or
     /// PUT on the same session is refused with 416 instead of interleaving bytes.
     busy_uploads: Mutex<HashSet<String>>,
@@ -44,6 +48,12 @@ impl Drop for UploadLock<'_> {
             set.remove(&self.id);
         }
     }
+}
+
+/// Whether the caller of a request may read a repository (for mounts and the catalog).
+#[async_trait::async_trait]
+pub trait ReadCheck: Send + Sync {
+    async fn may_read(&self, repo: &str) -> bool;
 }
 
 /// The state of an upload session as the client sees it.
@@ -135,14 +145,23 @@ fn write_error(e: WriteError) -> ApiError {
 }
 
 impl Registry {
-    pub fn new(meta: MetaStore, blobs: Arc<dyn BlobStore>, config: Arc<Config>) -> Registry {
-        Registry {
+    /// The service of one node; loads the token signing keys (creating the first one).
+    pub async fn new(
+        meta: MetaStore,
+        blobs: Arc<dyn BlobStore>,
+        config: Arc<Config>,
+    ) -> Result<Registry, berth_auth::AuthError> {
+        let auth = Arc::new(berth_auth::Auth::new(meta.clone(), config.auth.clone()).await?);
+        let audit = crate::audit::Auditor::start(meta.clone(), &config.audit);
+        Ok(Registry {
             meta,
             blobs,
             config,
             jobs_wake: Arc::new(tokio::sync::Notify::new()),
+            auth,
+            audit,
             busy_uploads: Mutex::new(HashSet::new()),
-        }
+        })
     }
 
     /// The base of `Location` headers: empty (relative) unless an external URL is configured.
@@ -261,21 +280,25 @@ impl Registry {
         name: &RepoName,
         digest: &Digest,
         from: Option<&RepoName>,
-        may_read: impl Fn(&str) -> bool,
+        may_read: &dyn ReadCheck,
     ) -> ApiResult<bool> {
         let source_ok = match from {
             Some(from) => match self.existing_repo(from).await? {
-                Some(from_id) if may_read(from.as_str()) => {
+                Some(from_id) if may_read.may_read(from.as_str()).await => {
                     self.meta.blob_in_repo(from_id, digest).await?.is_some()
                 }
                 _ => false,
             },
-            None => self
-                .meta
-                .repos_with_blob(digest)
-                .await?
-                .iter()
-                .any(|r| may_read(r)),
+            None => {
+                let mut found = false;
+                for r in self.meta.repos_with_blob(digest).await? {
+                    if may_read.may_read(&r).await {
+                        found = true;
+                        break;
+                    }
+                }
+                found
+            }
         };
         if !source_ok {
             return Ok(false);
@@ -549,6 +572,7 @@ impl Registry {
         reference: &Reference,
         content_type: Option<&str>,
         payload: Vec<u8>,
+        pushed_by: Option<&str>,
     ) -> ApiResult<(Digest, Option<Digest>)> {
         let parsed = manifest::parse_manifest(&payload, content_type)
             .map_err(|e| ApiError::oci(ErrorCode::ManifestInvalid, e.0))?;
@@ -592,7 +616,7 @@ impl Registry {
             } else {
                 Vec::new()
             },
-            pushed_by: None,
+            pushed_by: pushed_by.filter(|p| !p.is_empty()).map(str::to_owned),
             payload,
         };
         match self.meta.put_manifest(repo, &new, tag).await {
@@ -721,8 +745,32 @@ impl Registry {
         Ok(page(&mut items, n))
     }
 
-    pub async fn catalog(&self, last: Option<&str>, n: u32) -> ApiResult<Page<String>> {
-        let mut items = self.meta.list_repos(last, n.saturating_add(1)).await?;
+    /// Repository names after `last` that `visible` accepts, at most `n`.
+    pub async fn catalog(
+        &self,
+        last: Option<&str>,
+        n: u32,
+        visible: &dyn ReadCheck,
+    ) -> ApiResult<Page<String>> {
+        let mut items = Vec::new();
+        let mut cursor = last.map(str::to_owned);
+        let batch = n.saturating_add(1).max(100);
+        while items.len() <= n as usize {
+            let names = self.meta.list_repos(cursor.as_deref(), batch).await?;
+            let exhausted = names.len() < batch as usize;
+            cursor = names.last().cloned();
+            for name in names {
+                if visible.may_read(&name).await {
+                    items.push(name);
+                    if items.len() > n as usize {
+                        break;
+                    }
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
         Ok(page(&mut items, n))
     }
 

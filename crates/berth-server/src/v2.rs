@@ -19,8 +19,10 @@ use berth_core::{Algorithm, Digest, ErrorCode, OciError, Reference, RepoName};
 use berth_storage::{ByteStream, UploadId};
 use futures_util::StreamExt;
 
+use crate::caller::{self, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::registry::{Page, Registry, UploadState, range_value};
+use berth_core::access::Action;
 
 pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
 const DIGEST_HEADER: &str = "docker-content-digest";
@@ -319,6 +321,8 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
     let headers = parts.headers;
     let idle = reg.config.server.body_idle_timeout.0;
     let head = method == Method::HEAD;
+    let caller = caller::identify(reg, &headers, caller::peer(&parts.extensions)).await?;
+    authorize(reg, &caller, &headers, &route, &method).await?;
 
     match route {
         Route::Base => match method {
@@ -334,6 +338,15 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
                 Method::GET | Method::HEAD => get_blob(reg, &name, &d, &headers, head).await,
                 Method::DELETE => {
                     reg.delete_blob(&name, &d).await?;
+                    reg.audit
+                        .record(
+                            &caller.actor(),
+                            "delete",
+                            &format!("{name}@{d}"),
+                            true,
+                            "blob",
+                        )
+                        .await;
                     Ok(empty(StatusCode::ACCEPTED))
                 }
                 _ => Err(unsupported_method()),
@@ -350,8 +363,10 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
                     Some(f) => Some(self::name(f)?),
                     None => None,
                 };
-                // Every repository is readable until authorization exists.
-                if reg.mount_blob(&name, &d, from.as_ref(), |_| true).await? {
+                // A source the caller cannot read is treated as not holding the blob: the
+                // client gets an upload session and never learns whether it exists there.
+                let readable = caller::Reads(reg, &caller);
+                if reg.mount_blob(&name, &d, from.as_ref(), &readable).await? {
                     return Ok(blob_created(reg, &name, &d));
                 }
             }
@@ -428,6 +443,10 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
             match method {
                 Method::GET | Method::HEAD => {
                     let row = reg.get_manifest(&name, &r, &accept_list(&headers)).await?;
+                    if !head {
+                        reg.audit
+                            .record_pull(&caller.actor(), &resource_name(&name, &r));
+                    }
                     let mut resp = Response::new(if head {
                         Body::empty()
                     } else {
@@ -451,8 +470,24 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
                     });
                     let payload = read_limited(body, limit, idle).await?;
                     let (d, subject) = reg
-                        .put_manifest(&name, &r, content_type.as_deref(), payload)
+                        .put_manifest(
+                            &name,
+                            &r,
+                            content_type.as_deref(),
+                            payload,
+                            Some(caller.principal.name()),
+                        )
                         .await?;
+                    let detail = format!("digest {d}");
+                    reg.audit
+                        .record(
+                            &caller.actor(),
+                            "push",
+                            &resource_name(&name, &r),
+                            true,
+                            &detail,
+                        )
+                        .await;
                     let mut resp = empty(StatusCode::CREATED);
                     let h = resp.headers_mut();
                     h.insert(
@@ -467,6 +502,15 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
                 }
                 Method::DELETE => {
                     reg.delete_manifest(&name, &r).await?;
+                    reg.audit
+                        .record(
+                            &caller.actor(),
+                            "delete",
+                            &resource_name(&name, &r),
+                            true,
+                            "",
+                        )
+                        .await;
                     Ok(empty(StatusCode::ACCEPTED))
                 }
                 _ => Err(unsupported_method()),
@@ -497,7 +541,9 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
                 return Err(unsupported_method());
             }
             let (n, last) = pagination(reg, &query)?;
-            let page = reg.catalog(last.as_deref(), n).await?;
+            let page = reg
+                .catalog(last.as_deref(), n, &caller::Reads(reg, &caller))
+                .await?;
             let resp = json_response(
                 serde_json::json!({ "repositories": page.items }),
                 "application/json",
@@ -570,6 +616,51 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
             }))
         }
     }
+}
+
+/// `repo:tag` or `repo@digest`, as the audit log names an artifact.
+fn resource_name(name: &RepoName, r: &Reference) -> String {
+    match r {
+        Reference::Tag(t) => format!("{name}:{}", t.as_str()),
+        Reference::Digest(d) => format!("{name}@{d}"),
+    }
+}
+
+/// Refuses a request the caller may not make; see `caller::require`.
+async fn authorize(
+    reg: &Registry,
+    caller: &Caller,
+    headers: &HeaderMap,
+    route: &Route,
+    method: &Method,
+) -> ApiResult<()> {
+    let read = *method == Method::GET || *method == Method::HEAD;
+    let (repo, action) = match route {
+        Route::Base => return caller::require_signed_in(reg, caller, headers),
+        Route::Catalog => {
+            if caller::may_list_catalog(reg, caller) {
+                return Ok(());
+            }
+            let error = caller.token.as_ref().map(|_| "insufficient_scope");
+            return Err(caller::challenge(
+                reg,
+                headers,
+                Some("registry:catalog:*"),
+                error,
+                "authentication required",
+            ));
+        }
+        Route::Tags(n) | Route::Referrers(n, _) => (n, Action::Pull),
+        Route::Manifest(n, _) | Route::Blob(n, _) if read => (n, Action::Pull),
+        Route::Manifest(n, _) if *method == Method::PUT => (n, Action::Push),
+        Route::Manifest(n, _) | Route::Blob(n, _) if *method == Method::DELETE => {
+            (n, Action::Delete)
+        }
+        // Other methods are refused as unsupported by the handler.
+        Route::Manifest(..) | Route::Blob(..) => return Ok(()),
+        Route::UploadStart(n) | Route::Upload(n, _) => (n, Action::Push),
+    };
+    caller::require(reg, caller, headers, repo, action).await
 }
 
 fn urlencode(s: &str) -> String {

@@ -1,5 +1,6 @@
 //! The `berth` command: run the registry, check a configuration.
 
+mod client;
 mod settings;
 
 use std::path::PathBuf;
@@ -40,6 +41,8 @@ enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    #[command(flatten)]
+    Admin(client::AdminCommand),
 }
 
 #[derive(clap::Args)]
@@ -78,6 +81,10 @@ struct ServeArgs {
     /// Directory for blobs, uploads and the SQLite database (data_dir).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Serve an open registry: anyone may push, pull and delete, and the admin API is open
+    /// (auth.enabled = false). For local experiments only.
+    #[arg(long)]
+    no_auth: bool,
 }
 
 #[derive(Subcommand)]
@@ -106,6 +113,7 @@ fn main() -> ExitCode {
             let payload = serde_json::json!({ "grace_period_ms": args.grace_period.map(|d| d.as_millis() as u64) });
             maintenance(args, berth_jobs::KIND_SCRUB, payload)
         }
+        Command::Admin(cmd) => client::run(cmd),
         Command::Config(ConfigCommand::Check { file }) => {
             settings::load(Some(&file)).map(|config| {
                 print!("{}", settings::render(&config));
@@ -205,6 +213,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
+    if args.no_auth {
+        config.auth.enabled = false;
+    }
     config.validate().map_err(anyhow::Error::msg)?;
     init_logging(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -219,7 +230,31 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let (meta, blobs) = open_stores(&config).await?;
     let blobs: Arc<dyn berth_storage::BlobStore> = Arc::new(blobs);
     let config = Arc::new(config);
-    let registry = Arc::new(Registry::new(meta.clone(), blobs.clone(), config.clone()));
+    let registry = Arc::new(
+        Registry::new(meta.clone(), blobs.clone(), config.clone())
+            .await
+            .context("loading the token signing keys")?,
+    );
+    if config.auth.enabled {
+        let given = std::env::var("BERTH_ADMIN_PASSWORD").ok();
+        match registry.auth.bootstrap_admin(given.as_deref()).await {
+            Ok(Some(generated)) => {
+                // Shown once: only its hash is stored.
+                eprintln!(
+                    "berth: created the first registry admin \"admin\" with the password {generated}\n\
+                     berth: it is shown only now; change it with `berth user passwd admin`"
+                );
+                tracing::warn!(
+                    "created the first admin user with a generated password (printed on stderr)"
+                );
+            }
+            Ok(None) => {}
+            Err(e) => return Err(anyhow::anyhow!("creating the first admin: {e}")),
+        }
+    } else {
+        tracing::warn!("authentication is OFF (--no-auth): anyone may push, pull and delete");
+    }
+    let audit_registry = registry.clone();
     let listener = berth_server::bind(&config).await?;
     let jobs_cancel = tokio_util::sync::CancellationToken::new();
     let runner = berth_jobs::JobRunner::new(
@@ -241,6 +276,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         shutdown_signal(),
     )
     .await?;
+    audit_registry.audit.flush().await;
     // A running GC stops between two items; its progress so far is kept.
     jobs_cancel.cancel();
     let _ = jobs.await;

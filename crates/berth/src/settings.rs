@@ -7,8 +7,16 @@ use std::path::Path;
 use anyhow::Context;
 use berth_core::config::Config;
 
-/// Environment variables that are command-line settings, not configuration keys.
-const NOT_CONFIG_KEYS: &[&str] = &["BERTH_CONFIG", "BERTH_BIN"];
+/// Environment variables that are command-line settings, not configuration keys: the first
+/// admin's password and the admin CLI's server and credentials.
+const NOT_CONFIG_KEYS: &[&str] = &[
+    "BERTH_CONFIG",
+    "BERTH_BIN",
+    "BERTH_ADMIN_PASSWORD",
+    "BERTH_URL",
+    "BERTH_USER",
+    "BERTH_PASSWORD",
+];
 
 fn env_overrides() -> HashMap<String, String> {
     std::env::vars()
@@ -49,7 +57,11 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
 
 /// The effective configuration as TOML, secrets masked.
 pub fn render(config: &Config) -> String {
-    toml::to_string_pretty(config).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    let mut config = config.clone();
+    if !config.auth.ldap.bind_password.is_empty() {
+        config.auth.ldap.bind_password = "********".into();
+    }
+    toml::to_string_pretty(&config).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
 }
 
 #[cfg(test)]
@@ -108,7 +120,7 @@ mod tests {
                 ),
             }
         }
-        for optional in ["external_url", "tls_cert", "tls_key"] {
+        for optional in ["external_url", "tls_cert", "tls_key", "ca_file"] {
             assert!(
                 text.contains(&format!("# {optional} = ")),
                 "{optional} is not documented"

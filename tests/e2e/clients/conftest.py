@@ -3,7 +3,8 @@
 Run as root (containerd, dockerd and the mount namespaces below need it), after
 scripts/install-test-deps.sh:
 
-    .venv/bin/pytest tests/e2e/clients -v                  # starts target/debug/berth
+    .venv/bin/pytest tests/e2e/clients -v                  # starts target/debug/berth (auth on)
+    BERTH_E2E_AUTH=off .venv/bin/pytest tests/e2e/clients -v   # the same, with berth --no-auth
     REGISTRY_URL=http://127.0.0.1:5000 .venv/bin/pytest tests/e2e/clients -v   # any registry
 
 CLIENTS_KEEP_STATE=1 keeps the session's directory (daemon logs, client configs) for a look

@@ -10,8 +10,8 @@ import time
 
 import requests
 
-from conftest import start_berth, stop_berth
-from .test_process import BERTH, restart
+from conftest import berth_env, start_berth, stop_berth
+from .test_process import BERTH, NO_AUTH, restart
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 GC_ENV = {
@@ -79,7 +79,7 @@ def wait_job(url: str, job: int, timeout: float = 60) -> dict:
 
 
 def test_gc_cli_beside_the_server_dry_run_then_real_run(tmp_path):
-    reg = start_berth(tmp_path, env=GC_ENV)
+    reg = start_berth(tmp_path, NO_AUTH, env=GC_ENV)
     try:
         keep = push_image(reg.url, "gc/cli", "keep", [b"shared-layer" * 100, os.urandom(2048)])
         drop = push_image(reg.url, "gc/cli", "drop", [b"shared-layer" * 100, os.urandom(4096)])
@@ -89,7 +89,7 @@ def test_gc_cli_beside_the_server_dry_run_then_real_run(tmp_path):
 
         def gc(*extra):
             out = subprocess.run([BERTH, "gc", "--data-dir", str(reg.data_dir), *extra], capture_output=True,
-                                 text=True, timeout=120, env={**os.environ, **GC_ENV})
+                                 text=True, timeout=120, env=berth_env(GC_ENV))
             assert out.returncode == 0, out.stderr
             return json.loads(out.stdout)
 
@@ -115,7 +115,7 @@ def test_gc_cli_beside_the_server_dry_run_then_real_run(tmp_path):
 def test_kill_during_a_gc_run_loses_nothing_and_the_next_run_completes(tmp_path):
     # A slow delete rate keeps the run going long enough to be killed in the middle.
     env = {**GC_ENV, "BERTH_GC__DELETE_RATE": "20"}
-    reg = start_berth(tmp_path, env=env)
+    reg = start_berth(tmp_path, NO_AUTH, env=env)
     try:
         kept, dropped = [], []
         for i in range(30):
@@ -161,14 +161,14 @@ def test_kill_during_a_gc_run_loses_nothing_and_the_next_run_completes(tmp_path)
 
 
 def test_scrub_cli_reports_corruption(tmp_path):
-    reg = start_berth(tmp_path, env=GC_ENV)
+    reg = start_berth(tmp_path, NO_AUTH, env=GC_ENV)
     try:
         img = push_image(reg.url, "scrub/x", "v1", [os.urandom(3000)])
         layer = [d for d, c in img["blobs"].items() if len(c) == 3000][0]
         path = next((reg.data_dir / "blobs" / "sha256" / layer[7:9] / layer[7:]).iterdir())
         path.write_bytes(os.urandom(3000))
         out = subprocess.run([BERTH, "scrub", "--data-dir", str(reg.data_dir)], capture_output=True, text=True,
-                             timeout=120, env={**os.environ, **GC_ENV})
+                             timeout=120, env=berth_env(GC_ENV))
         assert out.returncode == 0, out.stderr
         report = json.loads(out.stdout)
         assert report["corrupted"] == [f"{layer}@{path.name}"], report

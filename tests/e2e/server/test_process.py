@@ -1,6 +1,7 @@
 """The berth process as operators run it: crashes, SIGTERM, TLS, slow clients, memory, config.
 
-Each test starts its own `berth serve` on a fresh data directory (tests/e2e/conftest.py)."""
+Each test starts its own `berth serve` on a fresh data directory (tests/e2e/conftest.py), with
+`--no-auth`: these tests are about the process, not about authentication (tests/e2e/auth)."""
 
 import hashlib
 import os
@@ -15,10 +16,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import ROOT, free_port, require_tool, start_berth, stop_berth, wait_http
+from conftest import ROOT, berth_env, free_port, require_tool, start_berth, stop_berth, wait_http
 
 MiB = 1 << 20
 BERTH = os.environ.get("BERTH_BIN", str(ROOT / "target" / "debug" / "berth"))
+NO_AUTH = ["--no-auth"]
 
 
 @pytest.fixture
@@ -28,10 +30,11 @@ def tmp(tmp_path):
 
 def restart(reg, tmp: Path):
     """Starts berth again on the same data directory (a new port, the same state)."""
-    args = ["--data-dir", str(reg.data_dir)]
+    args = ["--data-dir", str(reg.data_dir), *NO_AUTH]
     port = free_port()
     log = open(tmp / "berth-restart.log", "ab")
-    proc = subprocess.Popen([BERTH, "serve", "--listen", f"127.0.0.1:{port}", *args], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([BERTH, "serve", "--listen", f"127.0.0.1:{port}", *args], stdout=log, stderr=subprocess.STDOUT,
+                            env=berth_env())
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/v2/")
     reg.proc, reg.url = proc, url
@@ -44,7 +47,7 @@ def chunks(data: bytes, size: int):
 
 
 def test_kill_during_chunked_upload_keeps_the_committed_offset(tmp):
-    reg = start_berth(tmp)
+    reg = start_berth(tmp, NO_AUTH)
     try:
         data = os.urandom(6 * MiB)
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -87,7 +90,7 @@ def test_kill_during_chunked_upload_keeps_the_committed_offset(tmp):
 
 
 def test_kill_during_monolithic_push_leaves_nothing_visible(tmp):
-    reg = start_berth(tmp)
+    reg = start_berth(tmp, NO_AUTH)
     try:
         data = os.urandom(4 * MiB)
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -111,7 +114,7 @@ def test_kill_during_monolithic_push_leaves_nothing_visible(tmp):
 
 
 def test_sigterm_lets_an_in_flight_upload_finish(tmp):
-    reg = start_berth(tmp)
+    reg = start_berth(tmp, NO_AUTH)
     try:
         data = os.urandom(2 * MiB)
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -147,9 +150,9 @@ def test_tls_listener(tmp):
         check=True, capture_output=True, timeout=60,
     )
     port = free_port()
-    env = {**os.environ, "BERTH_SERVER__TLS_CERT": str(cert), "BERTH_SERVER__TLS_KEY": str(key)}
+    env = berth_env({"BERTH_SERVER__TLS_CERT": str(cert), "BERTH_SERVER__TLS_KEY": str(key)})
     log = open(tmp / "tls.log", "wb")
-    proc = subprocess.Popen([BERTH, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp / "data")],
+    proc = subprocess.Popen([BERTH, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp / "data"), *NO_AUTH],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
@@ -177,7 +180,7 @@ def test_tls_listener(tmp):
 
 
 def test_slow_header_client_is_disconnected(tmp):
-    reg = start_berth(tmp, env={"BERTH_SERVER__HEADER_READ_TIMEOUT": "1s"})
+    reg = start_berth(tmp, NO_AUTH, env={"BERTH_SERVER__HEADER_READ_TIMEOUT": "1s"})
     try:
         host, port = reg.host.split(":")
         s = socket.create_connection((host, int(port)), timeout=10)
@@ -205,7 +208,7 @@ def vm_hwm_kib(pid: int) -> int:
 
 def test_streaming_a_large_layer_does_not_grow_memory(tmp):
     """Pushing and pulling 1 GiB moves through bounded buffers: peak RSS grows by a few MiB."""
-    reg = start_berth(tmp)
+    reg = start_berth(tmp, NO_AUTH)
     try:
         # warm up: one small push and pull so lazily allocated pools exist before the baseline
         small = os.urandom(2 * MiB)
@@ -240,7 +243,7 @@ def test_config_check_env_overrides_and_unknown_keys(tmp):
     good = tmp / "berth.toml"
     good.write_text('data_dir = "/srv/berth"\n[server]\nlisten = "127.0.0.1:6000"\n[limits]\nmanifest_max_size = "8MiB"\n')
     out = subprocess.run([BERTH, "config", "check", str(good)], capture_output=True, text=True, timeout=30,
-                         env={**os.environ, "BERTH_SERVER__EXTERNAL_URL": "https://registry.example.com"})
+                         env=berth_env({"BERTH_SERVER__EXTERNAL_URL": "https://registry.example.com"}))
     assert out.returncode == 0, out.stderr
     assert 'listen = "127.0.0.1:6000"' in out.stdout
     assert 'data_dir = "/srv/berth"' in out.stdout
@@ -249,12 +252,13 @@ def test_config_check_env_overrides_and_unknown_keys(tmp):
 
     bad = tmp / "bad.toml"
     bad.write_text('[server]\nlisen = "127.0.0.1:6000"\n')
-    out = subprocess.run([BERTH, "config", "check", str(bad)], capture_output=True, text=True, timeout=30)
+    out = subprocess.run([BERTH, "config", "check", str(bad)], capture_output=True, text=True, timeout=30,
+                         env=berth_env())
     assert out.returncode != 0
     assert "lisen" in out.stderr, out.stderr
 
     out = subprocess.run([BERTH, "config", "check", str(good)], capture_output=True, text=True, timeout=30,
-                         env={**os.environ, "BERTH_SERVER__HEADER_READ_TIMEOUT": "soon"})
+                         env=berth_env({"BERTH_SERVER__HEADER_READ_TIMEOUT": "soon"}))
     assert out.returncode != 0 and "soon" in out.stderr, out.stderr
 
     helptext = subprocess.run([BERTH, "--help"], capture_output=True, text=True, timeout=30).stdout

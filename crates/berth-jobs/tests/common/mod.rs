@@ -49,6 +49,7 @@ pub fn test_config(grace: std::time::Duration) -> Config {
     c.gc.untagged_age.0 = std::time::Duration::ZERO;
     c.uploads.purge_after.0 = grace;
     c.gc.delete_rate = 0;
+    c.auth.enabled = false;
     c
 }
 
@@ -60,7 +61,11 @@ impl Env {
             .expect("database");
         let blobs = Arc::new(FsBlobStore::open(dir.path()).expect("blob store"));
         let config = Arc::new(config);
-        let registry = Arc::new(Registry::new(meta.clone(), blobs.clone(), config.clone()));
+        let registry = Arc::new(
+            Registry::new(meta.clone(), blobs.clone(), config.clone())
+                .await
+                .expect("registry"),
+        );
         let app = berth_server::router(registry);
         Env {
             dir,

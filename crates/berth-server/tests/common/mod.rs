@@ -33,6 +33,8 @@ pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzi
 /// A registry with its own data directory and SQLite database.
 pub struct App {
     router: Router,
+    #[allow(dead_code)]
+    pub registry: Arc<Registry>,
     _dir: tempfile::TempDir,
 }
 
@@ -41,21 +43,28 @@ impl App {
         App::with_config(|_| {}).await
     }
 
-    /// A registry whose default configuration `tweak` adjusts first.
+    /// A registry whose default configuration `tweak` adjusts first. Authentication is off
+    /// (these tests are about the registry API) unless `tweak` turns it on.
     pub async fn with_config(tweak: impl FnOnce(&mut Config)) -> App {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut config = Config {
             data_dir: dir.path().to_owned(),
             ..Config::default()
         };
+        config.auth.enabled = false;
         tweak(&mut config);
         let meta = MetaStore::open_sqlite(&dir.path().join("berth.db"))
             .await
             .expect("the database opens");
         let blobs = FsBlobStore::open(dir.path()).expect("the blob store opens");
-        let registry = Arc::new(Registry::new(meta, Arc::new(blobs), Arc::new(config)));
+        let registry = Arc::new(
+            Registry::new(meta, Arc::new(blobs), Arc::new(config))
+                .await
+                .expect("the registry starts"),
+        );
         App {
-            router: berth_server::router(registry),
+            router: berth_server::router(registry.clone()),
+            registry,
             _dir: dir,
         }
     }

@@ -1,0 +1,586 @@
+//! Who the caller is and what they may do: local users (argon2), LDAP users, robot accounts,
+//! the token service of the Docker token protocol, and the permission checks every request
+//! goes through.
+//!
+//! Costs on the hot path are bounded: a Bearer token is an HMAC check plus two cache lookups
+//! (the principal's current state and its actions on the project), Basic credentials are
+//! checked with argon2 at most once per `cache_ttl` per credential pair, behind a concurrency
+//! limit. Caches are dropped whenever this process writes identity data
+//! ([`MetaStore::auth_version`]) and expire after `cache_ttl` for writes by other processes.
+
+pub mod ldap;
+pub mod secret;
+pub mod throttle;
+pub mod token;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use berth_core::RepoName;
+use berth_core::access::{Action, Actions, Scope, project_actions};
+use berth_core::config::AuthConfig;
+use berth_meta::{MetaError, MetaStore, UserRow};
+use sha2::{Digest as _, Sha256};
+
+use crate::ldap::{LdapAuth, LdapError};
+use crate::secret::{PasswordHashing, secret_matches};
+use crate::throttle::FailureThrottle;
+use crate::token::{Access, Claims, ISSUER, KeyRing, TokenError, now_secs};
+
+pub use token::Access as TokenAccess;
+
+/// Robot account names start with this.
+pub const ROBOT_PREFIX: &str = "robot$";
+/// Entries a cache holds at most before it starts over.
+const CACHE_MAX: usize = 50_000;
+
+/// A signed-in caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Anonymous,
+    User {
+        id: i64,
+        name: String,
+        admin: bool,
+        groups: Vec<String>,
+    },
+    Robot {
+        id: i64,
+        name: String,
+        permissions: Vec<(String, Actions)>,
+    },
+}
+
+impl Principal {
+    pub fn name(&self) -> &str {
+        match self {
+            Principal::Anonymous => "",
+            Principal::User { name, .. } | Principal::Robot { name, .. } => name,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Principal::Anonymous => "anonymous",
+            Principal::User { .. } => "user",
+            Principal::Robot { .. } => "robot",
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Principal::User { admin: true, .. })
+    }
+
+    pub fn is_anonymous(&self) -> bool {
+        matches!(self, Principal::Anonymous)
+    }
+
+    /// The key tokens carry to name this principal (`u:<id>`, `r:<id>`, empty).
+    pub fn key(&self) -> String {
+        match self {
+            Principal::Anonymous => String::new(),
+            Principal::User { id, .. } => format!("u:{id}"),
+            Principal::Robot { id, .. } => format!("r:{id}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Wrong name or password, disabled, expired, deleted: all look the same to the caller.
+    #[error("authentication failed")]
+    Invalid,
+    /// Too many failures for this name and address.
+    #[error("too many failed logins; try again in {} s", .0.as_secs())]
+    Throttled(Duration),
+    /// The LDAP directory could not be asked.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<TokenError> for AuthError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Invalid(_) => AuthError::Invalid,
+            TokenError::Meta(m) => AuthError::Meta(m),
+            TokenError::Secret(s) => AuthError::Internal(s.to_string()),
+        }
+    }
+}
+
+/// A token as issued to a client.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub token: String,
+    pub expires_in: u64,
+    pub issued_at: u64,
+    pub refresh_token: Option<String>,
+}
+
+struct Cached<T> {
+    value: T,
+    version: u64,
+    at: Instant,
+}
+
+/// A small map whose entries die with the auth version or after the TTL.
+struct TtlCache<K, V> {
+    map: Mutex<HashMap<K, Cached<V>>>,
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> TtlCache<K, V> {
+    fn new() -> Self {
+        TtlCache {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, k: &K, version: u64, ttl: Duration) -> Option<V> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(k)
+            .filter(|c| c.version == version && c.at.elapsed() < ttl)
+            .map(|c| c.value.clone())
+    }
+
+    fn put(&self, k: K, v: V, version: u64) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= CACHE_MAX {
+            map.clear();
+        }
+        map.insert(
+            k,
+            Cached {
+                value: v,
+                version,
+                at: Instant::now(),
+            },
+        );
+    }
+
+    fn remove(&self, k: &K) {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(k);
+    }
+}
+
+/// The identity and permission service of one node.
+pub struct Auth {
+    pub meta: MetaStore,
+    pub config: AuthConfig,
+    pub hashing: PasswordHashing,
+    keys: KeyRing,
+    ldap: Option<LdapAuth>,
+    throttle: FailureThrottle,
+    /// SHA-256 of (name, password) → principal key; dropped by any identity write (a changed
+    /// password must stop working at once).
+    credentials: TtlCache<[u8; 32], String>,
+    principals: TtlCache<String, Option<Principal>>,
+    actions: TtlCache<(String, String), Actions>,
+}
+
+fn credential_key(name: &str, password: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(name.as_bytes());
+    h.update([0u8]);
+    h.update(password.as_bytes());
+    h.finalize().into()
+}
+
+impl Auth {
+    pub async fn new(meta: MetaStore, config: AuthConfig) -> Result<Auth, AuthError> {
+        let keys = KeyRing::load(meta.clone()).await?;
+        let ldap = LdapAuth::new(&config.ldap).map_err(AuthError::Internal)?;
+        Ok(Auth {
+            hashing: PasswordHashing::new(config.hash_concurrency as usize),
+            throttle: FailureThrottle::new(config.max_failures, config.failure_window.0),
+            keys,
+            ldap,
+            meta,
+            config,
+            credentials: TtlCache::new(),
+            principals: TtlCache::new(),
+            actions: TtlCache::new(),
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.config.enabled
+    }
+
+    fn ttl(&self) -> Duration {
+        self.config.cache_ttl.0
+    }
+
+    /// Creates the first admin when there are no users. Returns the generated password when
+    /// none was given, for the caller to show once.
+    pub async fn bootstrap_admin(
+        &self,
+        password: Option<&str>,
+    ) -> Result<Option<String>, AuthError> {
+        if self.meta.count_users().await? > 0 {
+            return Ok(None);
+        }
+        let (password, generated) = match password.filter(|p| !p.is_empty()) {
+            Some(p) => (p.to_owned(), false),
+            None => (
+                secret::new_secret().map_err(|e| AuthError::Internal(e.to_string()))?,
+                true,
+            ),
+        };
+        let hash = self
+            .hashing
+            .hash(&password)
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        match self
+            .meta
+            .create_user("admin", Some(&hash), "local", true)
+            .await
+        {
+            Ok(_) | Err(berth_meta::CreateError::Exists) => {}
+            Err(berth_meta::CreateError::Meta(e)) => return Err(e.into()),
+        }
+        Ok(generated.then_some(password))
+    }
+
+    // ---- who is calling ----
+
+    fn user_principal(&self, u: &UserRow) -> Principal {
+        let ldap_admin = u.source == "ldap"
+            && self
+                .ldap
+                .as_ref()
+                .is_some_and(|l| l.is_admin(&u.ldap_groups));
+        Principal::User {
+            id: u.id,
+            name: u.name.clone(),
+            admin: u.admin || ldap_admin,
+            groups: u.ldap_groups.clone(),
+        }
+    }
+
+    /// The current state of the principal a token or cached credential names; `None` when it
+    /// no longer exists or may no longer sign in (deleted, disabled, expired).
+    pub async fn resolve(&self, key: &str) -> Result<Option<Principal>, AuthError> {
+        if key.is_empty() {
+            return Ok(Some(Principal::Anonymous));
+        }
+        let version = self.meta.auth_version();
+        if let Some(p) = self.principals.get(&key.to_owned(), version, self.ttl()) {
+            return Ok(p);
+        }
+        let p = match key.split_once(':') {
+            Some(("u", id)) => match id.parse::<i64>() {
+                Ok(id) => self
+                    .meta
+                    .user_by_id(id)
+                    .await?
+                    .filter(|u| !u.disabled)
+                    .map(|u| self.user_principal(&u)),
+                Err(_) => None,
+            },
+            Some(("r", id)) => match id.parse::<i64>() {
+                Ok(id) => {
+                    let now = berth_meta::now_ms();
+                    self.meta
+                        .robot_by_id(id)
+                        .await?
+                        .filter(|r| r.expires_at.is_none_or(|e| e > now))
+                        .map(|r| Principal::Robot {
+                            id: r.id,
+                            name: r.name,
+                            permissions: r.permissions,
+                        })
+                }
+                Err(_) => None,
+            },
+            _ => None,
+        };
+        self.principals.put(key.to_owned(), p.clone(), version);
+        Ok(p)
+    }
+
+    /// Checks a name and password (local user, robot or LDAP user), throttled per (name,
+    /// source address).
+    pub async fn authenticate(
+        &self,
+        name: &str,
+        password: &str,
+        source: IpAddr,
+    ) -> Result<Principal, AuthError> {
+        if let Some(wait) = self.throttle.check(name, source) {
+            return Err(AuthError::Throttled(wait));
+        }
+        let ck = credential_key(name, password);
+        let version = self.meta.auth_version();
+        if let Some(key) = self.credentials.get(&ck, version, self.ttl()) {
+            if let Some(p) = self.resolve(&key).await? {
+                return Ok(p);
+            }
+            self.credentials.remove(&ck);
+        }
+        match self.check_password(name, password).await {
+            Ok(p) => {
+                self.throttle.succeeded(name, source);
+                // Quoting the version read before the check: a password changed meanwhile
+                // makes this entry stale at once.
+                self.credentials.put(ck, p.key(), version);
+                Ok(p)
+            }
+            Err(AuthError::Invalid) => {
+                self.throttle.failed(name, source);
+                Err(AuthError::Invalid)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn check_password(&self, name: &str, password: &str) -> Result<Principal, AuthError> {
+        if name.starts_with(ROBOT_PREFIX) {
+            let Some(r) = self.meta.robot_by_name(name).await? else {
+                return Err(AuthError::Invalid);
+            };
+            if !secret_matches(password, &r.secret_hash) {
+                return Err(AuthError::Invalid);
+            }
+            return self
+                .resolve(&format!("r:{}", r.id))
+                .await?
+                .ok_or(AuthError::Invalid);
+        }
+        let user = self.meta.user_by_name(name).await?;
+        match user {
+            Some(u) if u.source == "local" => {
+                let ok = match &u.password_hash {
+                    Some(h) => self.hashing.verify(password, h).await,
+                    None => false,
+                };
+                if !ok || u.disabled {
+                    return Err(AuthError::Invalid);
+                }
+                Ok(self.user_principal(&u))
+            }
+            _ => {
+                let Some(ldap) = &self.ldap else {
+                    return Err(AuthError::Invalid);
+                };
+                let login = match ldap.authenticate(name, password).await {
+                    Ok(l) => l,
+                    Err(LdapError::Invalid) => return Err(AuthError::Invalid),
+                    Err(LdapError::Unavailable(e)) => {
+                        tracing::warn!(error = %e, user = name, "LDAP login could not be checked");
+                        return Err(AuthError::Unavailable(e));
+                    }
+                };
+                let Some(u) = self.meta.upsert_ldap_user(name, &login.groups).await? else {
+                    return Err(AuthError::Invalid);
+                };
+                if u.disabled {
+                    return Err(AuthError::Invalid);
+                }
+                Ok(self.user_principal(&u))
+            }
+        }
+    }
+
+    /// The principal a Bearer access token stands for, re-checked against its current state.
+    pub async fn verify_token(&self, token: &str) -> Result<(Principal, Claims), AuthError> {
+        let claims = self.keys.verify(token, &self.config.service).await?;
+        if claims.typ.is_some() {
+            return Err(AuthError::Invalid);
+        }
+        let p = self.resolve(&claims.pk).await?.ok_or(AuthError::Invalid)?;
+        if p.name() != claims.sub {
+            return Err(AuthError::Invalid);
+        }
+        Ok((p, claims))
+    }
+
+    /// The principal of a refresh token.
+    pub async fn verify_refresh(&self, token: &str) -> Result<Principal, AuthError> {
+        let claims = self.keys.verify(token, &self.config.service).await?;
+        if claims.typ.as_deref() != Some("refresh") || claims.pk.is_empty() {
+            return Err(AuthError::Invalid);
+        }
+        let p = self.resolve(&claims.pk).await?.ok_or(AuthError::Invalid)?;
+        if p.name() != claims.sub {
+            return Err(AuthError::Invalid);
+        }
+        Ok(p)
+    }
+
+    // ---- what the caller may do ----
+
+    /// Whether the caller may create the (missing) project by pushing to it.
+    pub fn may_create_project(&self, p: &Principal) -> bool {
+        p.is_admin() || (self.config.auto_create_projects && matches!(p, Principal::User { .. }))
+    }
+
+    /// What the caller may do in `project` now. A missing project grants everything to whom
+    /// may create it (their push creates it) and nothing to anyone else.
+    pub async fn project_actions(
+        &self,
+        p: &Principal,
+        project: &str,
+    ) -> Result<Actions, AuthError> {
+        if !self.enabled() || p.is_admin() {
+            return Ok(Actions::ALL);
+        }
+        let version = self.meta.auth_version();
+        let key = (p.key(), project.to_owned());
+        if let Some(a) = self.actions.get(&key, version, self.ttl()) {
+            return Ok(a);
+        }
+        let a = match self.meta.project(project).await? {
+            None if self.may_create_project(p) => Actions::ALL,
+            None => Actions::NONE,
+            Some(proj) => {
+                let (role, robot) = match p {
+                    Principal::Anonymous => (None, Actions::NONE),
+                    Principal::User { name, groups, .. } => (
+                        self.meta.best_role(proj.id, name, groups).await?,
+                        Actions::NONE,
+                    ),
+                    Principal::Robot { permissions, .. } => (
+                        None,
+                        permissions
+                            .iter()
+                            .filter(|(pr, _)| pr == project)
+                            .fold(Actions::NONE, |acc, (_, a)| acc.union(*a)),
+                    ),
+                };
+                project_actions(false, proj.public, role, robot)
+            }
+        };
+        self.actions.put(key, a, version);
+        Ok(a)
+    }
+
+    /// Whether the caller may do `action` on repository `repo`.
+    pub async fn allowed(
+        &self,
+        p: &Principal,
+        repo: &RepoName,
+        action: Action,
+    ) -> Result<bool, AuthError> {
+        Ok(self
+            .project_actions(p, repo.project())
+            .await?
+            .contains(action))
+    }
+
+    /// The access a token may carry for the requested scopes: what was asked, cut down to
+    /// what the caller may do now. Scopes that do not parse or name nothing grantable are left
+    /// out.
+    pub async fn grant(&self, p: &Principal, scopes: &[Scope]) -> Result<Vec<Access>, AuthError> {
+        let mut out: Vec<Access> = Vec::new();
+        for s in scopes {
+            let actions: Vec<String> = if s.kind == "repository" {
+                let Ok(repo) = RepoName::parse(&s.name) else {
+                    continue;
+                };
+                let may = self.project_actions(p, repo.project()).await?;
+                s.actions()
+                    .intersect(may)
+                    .to_list()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect()
+            } else if s.is_catalog() && !p.is_anonymous() {
+                vec!["*".to_owned()]
+            } else {
+                Vec::new()
+            };
+            if actions.is_empty() {
+                continue;
+            }
+            match out
+                .iter_mut()
+                .find(|a| a.kind == s.kind && a.name == s.name)
+            {
+                Some(a) => {
+                    for x in actions {
+                        if !a.actions.contains(&x) {
+                            a.actions.push(x);
+                        }
+                    }
+                }
+                None => out.push(Access {
+                    kind: s.kind.clone(),
+                    name: s.name.clone(),
+                    actions,
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Signs an access token (and a refresh token when asked for one).
+    pub fn issue(
+        &self,
+        p: &Principal,
+        access: Vec<Access>,
+        with_refresh: bool,
+    ) -> Result<IssuedToken, AuthError> {
+        let now = now_secs();
+        let ttl = self.config.token_ttl.0.as_secs();
+        let base = Claims {
+            iss: ISSUER.into(),
+            sub: p.name().to_owned(),
+            aud: self.config.service.clone(),
+            exp: now + ttl,
+            // A little in the past, for clocks of other nodes running behind.
+            nbf: now.saturating_sub(10),
+            iat: now,
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+            access,
+            pk: p.key(),
+            typ: None,
+        };
+        let token = self.keys.sign(&base)?;
+        let refresh_token = if with_refresh && !p.is_anonymous() {
+            let r = Claims {
+                exp: now + self.config.refresh_token_ttl.0.as_secs(),
+                access: Vec::new(),
+                jti: uuid::Uuid::new_v4().simple().to_string(),
+                typ: Some("refresh".into()),
+                ..base
+            };
+            Some(self.keys.sign(&r)?)
+        } else {
+            None
+        };
+        Ok(IssuedToken {
+            token,
+            expires_in: ttl,
+            issued_at: now,
+            refresh_token,
+        })
+    }
+
+    /// Adds a signing key; see [`KeyRing::rotate`].
+    pub async fn rotate_key(&self) -> Result<String, AuthError> {
+        Ok(self.keys.rotate().await?)
+    }
+}
+
+/// Whether a token's access list grants `action` on `repo`.
+pub fn token_grants(access: &[Access], repo: &str, action: Action) -> bool {
+    access.iter().any(|a| {
+        a.kind == "repository"
+            && a.name == repo
+            && a.actions.iter().any(|x| x == "*" || x == action.as_str())
+    })
+}
+
+/// Whether a token's access list grants the catalog.
+pub fn token_grants_catalog(access: &[Access]) -> bool {
+    access
+        .iter()
+        .any(|a| a.kind == "registry" && a.name == "catalog" && !a.actions.is_empty())
+}

@@ -1,0 +1,132 @@
+//! Brute-force protection: failed logins are counted per (user, source address) and per source
+//! address within a sliding window. A pair over its limit is refused until the window passes;
+//! an address over four times the limit (over all names) is refused the same way. Counting per
+//! pair means a stranger elsewhere cannot lock an account out.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Keys tracked at most; beyond it the oldest state is dropped wholesale (an attacker rotating
+/// names must not grow memory without bound).
+const MAX_KEYS: usize = 100_000;
+/// An address may fail this many times the per-pair limit over all names.
+const ADDRESS_FACTOR: usize = 4;
+
+#[derive(Default)]
+struct Windows {
+    pairs: HashMap<(String, IpAddr), VecDeque<Instant>>,
+    addresses: HashMap<IpAddr, VecDeque<Instant>>,
+}
+
+pub struct FailureThrottle {
+    max: usize,
+    window: Duration,
+    state: Mutex<Windows>,
+}
+
+fn prune(q: &mut VecDeque<Instant>, now: Instant, window: Duration) {
+    while q.front().is_some_and(|t| now.duration_since(*t) >= window) {
+        q.pop_front();
+    }
+}
+
+impl FailureThrottle {
+    pub fn new(max: u32, window: Duration) -> FailureThrottle {
+        FailureThrottle {
+            max: max.max(1) as usize,
+            window,
+            state: Mutex::new(Windows::default()),
+        }
+    }
+
+    /// `Some(wait)` when attempts for this pair or address must be refused for `wait`.
+    pub fn check(&self, user: &str, addr: IpAddr) -> Option<Duration> {
+        let now = Instant::now();
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut wait = None;
+        if let Some(q) = s.pairs.get_mut(&(user.to_owned(), addr)) {
+            prune(q, now, self.window);
+            if q.len() >= self.max {
+                wait = q
+                    .front()
+                    .map(|t| self.window.saturating_sub(now.duration_since(*t)));
+            }
+        }
+        if let Some(q) = s.addresses.get_mut(&addr) {
+            prune(q, now, self.window);
+            if q.len() >= self.max * ADDRESS_FACTOR {
+                let w = q
+                    .front()
+                    .map(|t| self.window.saturating_sub(now.duration_since(*t)));
+                wait = wait.max(w);
+            }
+        }
+        wait.map(|w| w.max(Duration::from_secs(1)))
+    }
+
+    pub fn failed(&self, user: &str, addr: IpAddr) {
+        let now = Instant::now();
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.pairs.len() + s.addresses.len() > MAX_KEYS {
+            *s = Windows::default();
+        }
+        let window = self.window;
+        let q = s.pairs.entry((user.to_owned(), addr)).or_default();
+        prune(q, now, window);
+        q.push_back(now);
+        let q = s.addresses.entry(addr).or_default();
+        prune(q, now, window);
+        q.push_back(now);
+    }
+
+    /// A successful login forgets the pair's failures (not the address's).
+    pub fn succeeded(&self, user: &str, addr: IpAddr) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.pairs.remove(&(user.to_owned(), addr));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_lock_and_others_do_not() {
+        let t = FailureThrottle::new(3, Duration::from_secs(60));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        for _ in 0..3 {
+            assert!(t.check("alice", a).is_none());
+            t.failed("alice", a);
+        }
+        assert!(t.check("alice", a).is_some());
+        assert!(
+            t.check("alice", b).is_none(),
+            "another address is not locked out"
+        );
+        assert!(
+            t.check("bob", a).is_none(),
+            "another name from the address is not yet"
+        );
+        for i in 0..9 {
+            t.failed(&format!("u{i}"), a);
+        }
+        assert!(
+            t.check("bob", a).is_some(),
+            "the address is throttled after 4x the limit"
+        );
+        assert!(t.check("bob", b).is_none());
+    }
+
+    #[test]
+    fn windows_expire() {
+        let t = FailureThrottle::new(1, Duration::from_millis(30));
+        let a: IpAddr = "::1".parse().unwrap();
+        t.failed("x", a);
+        assert!(t.check("x", a).is_some());
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(t.check("x", a).is_none());
+    }
+}

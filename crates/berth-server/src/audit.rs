@@ -1,0 +1,188 @@
+//! The audit trail's write path: events go through a bounded channel to one task that writes
+//! them in batches (one transaction per second or per [`BATCH`] events), so no request waits
+//! on an audit write and a pull never costs a database write of its own.
+//!
+//! Pull events are offered with `try_send` and dropped (and counted) when the channel is full;
+//! every other event waits for room, so pushes, deletes, logins and admin changes are never
+//! dropped. A crash can lose at most the last second's batch. The same task removes events
+//! older than the retention once an hour.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use berth_core::config::{AuditConfig, PullAudit};
+use berth_meta::{AuditEvent, MetaStore, now_ms};
+use tokio::sync::{mpsc, oneshot};
+
+/// Events queued at most.
+const CAPACITY: usize = 10_000;
+/// Events written per transaction at most.
+const BATCH: usize = 500;
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+enum Msg {
+    Event(AuditEvent),
+    Flush(oneshot::Sender<()>),
+}
+
+pub struct Auditor {
+    tx: mpsc::Sender<Msg>,
+    pulls: PullAudit,
+    pub dropped: Arc<AtomicU64>,
+    pub written: Arc<AtomicU64>,
+}
+
+/// Who did something, from where.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub name: String,
+    pub kind: &'static str,
+    pub source: String,
+}
+
+impl Actor {
+    pub fn new(name: &str, kind: &'static str, source: Option<SocketAddr>) -> Actor {
+        Actor {
+            name: name.to_owned(),
+            kind,
+            source: source.map(|s| s.ip().to_string()).unwrap_or_default(),
+        }
+    }
+}
+
+impl Auditor {
+    /// Starts the writer task on the current runtime.
+    pub fn start(meta: MetaStore, config: &AuditConfig) -> Auditor {
+        let (tx, rx) = mpsc::channel(CAPACITY);
+        let written = Arc::new(AtomicU64::new(0));
+        tokio::spawn(writer(meta, rx, config.retention.0, written.clone()));
+        Auditor {
+            tx,
+            pulls: config.pulls,
+            dropped: Arc::new(AtomicU64::new(0)),
+            written,
+        }
+    }
+
+    fn event(actor: &Actor, action: &str, resource: &str, ok: bool, detail: &str) -> AuditEvent {
+        AuditEvent {
+            id: 0,
+            at: now_ms(),
+            actor: actor.name.clone(),
+            actor_kind: actor.kind.to_owned(),
+            action: action.to_owned(),
+            resource: resource.to_owned(),
+            source: actor.source.clone(),
+            result: if ok { "success" } else { "failure" }.to_owned(),
+            detail: detail.to_owned(),
+        }
+    }
+
+    /// Records an event that must not be dropped (waits for room in the channel).
+    pub async fn record(
+        &self,
+        actor: &Actor,
+        action: &str,
+        resource: &str,
+        ok: bool,
+        detail: &str,
+    ) {
+        let e = Self::event(actor, action, resource, ok, detail);
+        if self.tx.send(Msg::Event(e)).await.is_err() {
+            tracing::error!(action, resource, "audit writer is gone; event lost");
+        }
+    }
+
+    /// Records a pull, unless pulls are not audited; drops it when the channel is full.
+    pub fn record_pull(&self, actor: &Actor, resource: &str) {
+        if self.pulls == PullAudit::Off {
+            return;
+        }
+        let e = Self::event(actor, "pull", resource, true, "");
+        if self.tx.try_send(Msg::Event(e)).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits until everything queued before this call is written.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+async fn writer(
+    meta: MetaStore,
+    mut rx: mpsc::Receiver<Msg>,
+    retention: Duration,
+    written: Arc<AtomicU64>,
+) {
+    let mut batch: Vec<AuditEvent> = Vec::with_capacity(BATCH);
+    let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut last_prune: Option<tokio::time::Instant> = None;
+    loop {
+        let first = rx.recv().await;
+        let closed = first.is_none();
+        if let Some(m) = first {
+            let deadline = tokio::time::Instant::now() + FLUSH_EVERY;
+            let mut next = Some(m);
+            while let Some(m) = next.take() {
+                match m {
+                    Msg::Event(e) => batch.push(e),
+                    Msg::Flush(done) => {
+                        waiting.push(done);
+                        break;
+                    }
+                }
+                if batch.len() >= BATCH {
+                    break;
+                }
+                next = match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(m)) => Some(m),
+                    _ => None,
+                };
+            }
+        }
+        if !batch.is_empty() {
+            // A failed write is retried with the next batch; the channel bounds the backlog.
+            match meta.insert_audit(&batch).await {
+                Ok(()) => {
+                    written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    batch.clear();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, events = batch.len(), "writing audit events failed");
+                    if batch.len() > CAPACITY {
+                        batch.clear();
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        for w in waiting.drain(..) {
+            let _ = w.send(());
+        }
+        if !retention.is_zero() && last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            last_prune = Some(tokio::time::Instant::now());
+            let before = now_ms() - retention.as_millis() as i64;
+            loop {
+                match meta.prune_audit(before, 1000).await {
+                    Ok(1000) => tokio::task::yield_now().await,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "pruning the audit log failed");
+                        break;
+                    }
+                }
+            }
+        }
+        if closed {
+            return;
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! Who is calling and whether they may: reads the `Authorization` header (Basic or Bearer),
+//! asks the auth service, and turns a refusal into the answer clients expect (a 401 with a
+//! Bearer challenge naming the scope to ask for, a 403 for a signed-in caller without the
+//! right, a 429 while throttled).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, HeaderValue, header};
+use base64::Engine;
+use berth_auth::{AuthError, Principal, TokenAccess, token_grants, token_grants_catalog};
+use berth_core::access::Action;
+use berth_core::{ErrorCode, OciError, RepoName};
+
+use crate::audit::Actor;
+use crate::error::{ApiError, ApiResult};
+use crate::registry::Registry;
+
+/// The caller of one request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    /// The access list of the Bearer token used, if one was.
+    pub token: Option<Vec<TokenAccess>>,
+    pub peer: Option<SocketAddr>,
+}
+
+impl Caller {
+    pub fn actor(&self) -> Actor {
+        Actor::new(self.principal.name(), self.principal.kind(), self.peer)
+    }
+
+    pub fn ip(&self) -> IpAddr {
+        self.peer
+            .map(|p| p.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+    }
+}
+
+pub fn peer(ext: &axum::http::Extensions) -> Option<SocketAddr> {
+    ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
+}
+
+/// The `WWW-Authenticate` realm: the configured one, else this server's token endpoint as the
+/// client addressed it.
+pub fn realm(reg: &Registry, headers: &HeaderMap) -> String {
+    if !reg.auth.config.realm.is_empty() {
+        return reg.auth.config.realm.clone();
+    }
+    let base = match reg.config.server.external_url.as_deref() {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None => {
+            let scheme = if reg.config.server.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| {
+                    !h.is_empty()
+                        && h.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+                })
+                .unwrap_or("localhost");
+            format!("{scheme}://{host}")
+        }
+    };
+    format!("{base}/auth/token")
+}
+
+/// A 401 with the Bearer challenge for `scope` (`None`: no scope, as for `/v2/`).
+pub fn challenge(
+    reg: &Registry,
+    headers: &HeaderMap,
+    scope: Option<&str>,
+    error: Option<&str>,
+    message: &str,
+) -> ApiError {
+    let mut v = format!(
+        "Bearer realm=\"{}\",service=\"{}\"",
+        realm(reg, headers),
+        reg.auth.config.service
+    );
+    if let Some(s) = scope {
+        v.push_str(&format!(",scope=\"{s}\""));
+    }
+    if let Some(e) = error {
+        v.push_str(&format!(",error=\"{e}\""));
+    }
+    let hv = HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
+    ApiError::WithHeaders(
+        OciError::new(ErrorCode::Unauthorized, message),
+        vec![(header::WWW_AUTHENTICATE, hv)],
+    )
+}
+
+pub fn throttled(wait: std::time::Duration) -> ApiError {
+    let secs = wait.as_secs().max(1);
+    ApiError::WithHeaders(
+        OciError::new(
+            ErrorCode::TooManyRequests,
+            format!("too many failed logins; try again in {secs} s"),
+        ),
+        vec![(header::RETRY_AFTER, HeaderValue::from(secs))],
+    )
+}
+
+/// Basic credentials of a request, if it carries them.
+pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
+    let s = String::from_utf8(raw).ok()?;
+    let (u, p) = s.split_once(':')?;
+    Some((u.to_owned(), p.to_owned()))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+/// Works out the caller. Wrong credentials are refused here (401, or 429 while throttled);
+/// a request without credentials is anonymous.
+pub async fn identify(
+    reg: &Registry,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+) -> ApiResult<Caller> {
+    let mut caller = Caller {
+        principal: Principal::Anonymous,
+        token: None,
+        peer,
+    };
+    if !reg.auth.enabled() {
+        return Ok(caller);
+    }
+    if let Some(t) = bearer(headers) {
+        return match reg.auth.verify_token(t).await {
+            Ok((p, claims)) => {
+                caller.principal = p;
+                caller.token = Some(claims.access);
+                Ok(caller)
+            }
+            Err(AuthError::Meta(e)) => Err(e.into()),
+            Err(_) => Err(challenge(
+                reg,
+                headers,
+                None,
+                Some("invalid_token"),
+                "the token is invalid, expired, or its account no longer exists",
+            )),
+        };
+    }
+    if let Some((user, password)) = basic_credentials(headers) {
+        return match reg.auth.authenticate(&user, &password, caller.ip()).await {
+            Ok(p) => {
+                caller.principal = p;
+                Ok(caller)
+            }
+            Err(e) => {
+                let actor = Actor::new(&user, "user", peer);
+                reg.audit
+                    .record(&actor, "login", "registry", false, &e.to_string())
+                    .await;
+                Err(auth_error(reg, headers, e))
+            }
+        };
+    }
+    Ok(caller)
+}
+
+/// The answer to a failed login.
+pub fn auth_error(reg: &Registry, headers: &HeaderMap, e: AuthError) -> ApiError {
+    match e {
+        AuthError::Throttled(wait) => throttled(wait),
+        AuthError::Meta(e) => e.into(),
+        AuthError::Unavailable(_) => challenge(
+            reg,
+            headers,
+            None,
+            None,
+            "the login could not be checked: the identity provider is unavailable",
+        ),
+        AuthError::Internal(e) => ApiError::oci(ErrorCode::Internal, e),
+        AuthError::Invalid => challenge(reg, headers, None, None, "authentication failed"),
+    }
+}
+
+fn meta_or(e: AuthError) -> ApiError {
+    match e {
+        AuthError::Meta(m) => m.into(),
+        other => ApiError::oci(ErrorCode::Internal, other.to_string()),
+    }
+}
+
+/// Whether the caller may do `action` on `repo`: the principal's current rights and, with a
+/// token, also the token's access list.
+pub async fn may(
+    reg: &Registry,
+    caller: &Caller,
+    repo: &RepoName,
+    action: Action,
+) -> ApiResult<bool> {
+    if !reg.auth.enabled() {
+        return Ok(true);
+    }
+    if let Some(access) = &caller.token
+        && !token_grants(access, repo.as_str(), action)
+    {
+        return Ok(false);
+    }
+    reg.auth
+        .allowed(&caller.principal, repo, action)
+        .await
+        .map_err(meta_or)
+}
+
+/// Whether the caller may read `repo` by its own rights, whatever its token lists (used for
+/// mounts and the catalog, where the token names other repositories).
+pub async fn may_read_any(reg: &Registry, caller: &Caller, repo: &str) -> bool {
+    if !reg.auth.enabled() {
+        return true;
+    }
+    match RepoName::parse(repo) {
+        Ok(r) => reg
+            .auth
+            .allowed(&caller.principal, &r, Action::Pull)
+            .await
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// The caller's own read rights as a [`crate::registry::ReadCheck`].
+pub struct Reads<'a>(pub &'a Registry, pub &'a Caller);
+
+#[async_trait::async_trait]
+impl crate::registry::ReadCheck for Reads<'_> {
+    async fn may_read(&self, repo: &str) -> bool {
+        may_read_any(self.0, self.1, repo).await
+    }
+}
+
+/// Refuses the request unless the caller may do `action` on `repo`. A push to a missing
+/// project that the caller may create creates it (private; a user becomes its admin).
+pub async fn require(
+    reg: &Registry,
+    caller: &Caller,
+    headers: &HeaderMap,
+    repo: &RepoName,
+    action: Action,
+) -> ApiResult<()> {
+    if may(reg, caller, repo, action).await? {
+        if action == Action::Push && reg.auth.enabled() {
+            ensure_project(reg, caller, repo.project()).await?;
+        }
+        return Ok(());
+    }
+    if action != Action::Pull {
+        reg.audit
+            .record(
+                &caller.actor(),
+                action.as_str(),
+                repo.as_str(),
+                false,
+                "denied",
+            )
+            .await;
+    }
+    let scope_actions = match action {
+        Action::Pull => "pull",
+        Action::Push => "pull,push",
+        Action::Delete => "delete",
+    };
+    let scope = format!("repository:{repo}:{scope_actions}");
+    if caller.principal.is_anonymous() || caller.token.is_some() {
+        let error = caller.token.as_ref().map(|_| "insufficient_scope");
+        return Err(challenge(
+            reg,
+            headers,
+            Some(&scope),
+            error,
+            "authentication required",
+        ));
+    }
+    Err(ApiError::Oci(
+        OciError::new(
+            ErrorCode::Denied,
+            format!("requested access to the resource is denied ({scope})"),
+        )
+        .with_status(403),
+    ))
+}
+
+/// Requires a signed-in caller (any principal but anonymous).
+pub fn require_signed_in(reg: &Registry, caller: &Caller, headers: &HeaderMap) -> ApiResult<()> {
+    if reg.auth.enabled() && caller.principal.is_anonymous() {
+        return Err(challenge(
+            reg,
+            headers,
+            None,
+            None,
+            "authentication required",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a catalog request is allowed: any signed-in caller, but with a token only if the
+/// token carries the catalog scope.
+pub fn may_list_catalog(reg: &Registry, caller: &Caller) -> bool {
+    !reg.auth.enabled()
+        || (!caller.principal.is_anonymous()
+            && caller
+                .token
+                .as_ref()
+                .is_none_or(|t| token_grants_catalog(t)))
+}
+
+async fn ensure_project(reg: &Registry, caller: &Caller, project: &str) -> ApiResult<()> {
+    if reg.meta.project(project).await?.is_some() {
+        return Ok(());
+    }
+    let member = match &caller.principal {
+        Principal::User {
+            name, admin: false, ..
+        } => Some(name.as_str()),
+        _ => None,
+    };
+    match reg.meta.create_project(project, false, member).await {
+        Ok(_) => {
+            reg.audit
+                .record(
+                    &caller.actor(),
+                    "project.create",
+                    project,
+                    true,
+                    "created by a push",
+                )
+                .await;
+            Ok(())
+        }
+        Err(berth_meta::CreateError::Exists) => Ok(()),
+        Err(berth_meta::CreateError::Meta(e)) => Err(e.into()),
+    }
+}
+
+impl axum::extract::FromRequestParts<std::sync::Arc<Registry>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        reg: &std::sync::Arc<Registry>,
+    ) -> Result<Self, Self::Rejection> {
+        identify(reg, &parts.headers, peer(&parts.extensions)).await
+    }
+}
+
+/// Requires a registry admin (401 for anonymous callers, 403 for others).
+pub fn require_admin(reg: &Registry, caller: &Caller, headers: &HeaderMap) -> ApiResult<()> {
+    if !reg.auth.enabled() || caller.principal.is_admin() {
+        return Ok(());
+    }
+    require_signed_in(reg, caller, headers)?;
+    Err(forbidden("this needs a registry admin"))
+}
+
+pub fn forbidden(message: &str) -> ApiError {
+    ApiError::Oci(OciError::new(ErrorCode::Denied, message).with_status(403))
+}
