@@ -360,21 +360,16 @@ pub async fn set_member(
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let p = project_or_404(&reg, &name).await?;
+    let p = readable_project(&reg, &caller, &name).await?;
     require_project_admin(&reg, &caller, &headers, &p).await?;
     let m: NewMember = json_body(&body)?;
     let role = Role::parse(&m.role)
         .ok_or_else(|| invalid("role must be guest, developer, maintainer or admin"))?;
     let (kind, member) = member_key(&m.kind, &m.name)?;
     let new = reg.meta.set_member(p.id, &kind, &member, role).await?;
-    audit(
-        &reg,
-        &caller,
-        "member.set",
-        &name,
-        &format!("{kind} {member} as {}", role.as_str()),
-    )
-    .await;
+    // The resource starts with the project, so a prefix query on it finds member changes.
+    let resource = format!("{name}/members/{kind}:{member}");
+    audit(&reg, &caller, "member.set", &resource, &format!("role {}", role.as_str())).await;
     let v = json!({ "kind": kind, "name": member, "role": role.as_str() });
     Ok(if new { created(v) } else { ok(v) })
 }
@@ -386,7 +381,7 @@ pub async fn remove_member(
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let p = project_or_404(&reg, &name).await?;
+    let p = readable_project(&reg, &caller, &name).await?;
     require_project_admin(&reg, &caller, &headers, &p).await?;
     let (kind, member) = member_key(
         q.get("kind").map_or("", String::as_str),
@@ -395,14 +390,8 @@ pub async fn remove_member(
     if !reg.meta.remove_member(p.id, &kind, &member).await? {
         return Err(not_found(&format!("member {kind} {member}")));
     }
-    audit(
-        &reg,
-        &caller,
-        "member.remove",
-        &name,
-        &format!("{kind} {member}"),
-    )
-    .await;
+    let resource = format!("{name}/members/{kind}:{member}");
+    audit(&reg, &caller, "member.remove", &resource, "").await;
     Ok(no_content())
 }
 

@@ -360,8 +360,13 @@ impl World {
 fn expected_access(row: &Row, scopes: &[String]) -> Value {
     let mut out = Vec::new();
     for s in scopes {
-        let (kind, rest) = s.split_once(':').expect("type:name:actions");
-        let (name, actions) = rest.rsplit_once(':').expect("type:name:actions");
+        // Scopes that do not parse are ignored.
+        let Some((kind, rest)) = s.split_once(':') else {
+            continue;
+        };
+        let Some((name, actions)) = rest.rsplit_once(':') else {
+            continue;
+        };
         let granted: Vec<&str> = match kind {
             "repository" => {
                 let project = name.split('/').next().unwrap_or_default();
@@ -549,6 +554,8 @@ fn check(r: &Resp, exp: &Expected) -> Result<(), String> {
 enum Op {
     /// `GET /v2/<p>/app/manifests/v1`
     Pull,
+    /// `GET /v2/<p>/app/blobs/<layer>`
+    PullBlob,
     /// `POST /v2/<p>/app/blobs/uploads/?digest=` with a new blob
     PushBlob,
     /// `PUT /v2/<p>/app/manifests/<new tag>`
@@ -561,8 +568,9 @@ enum Op {
     Mount,
 }
 
-const REPO_OPS: [Op; 6] = [
+const REPO_OPS: [Op; 7] = [
     Op::Pull,
+    Op::PullBlob,
     Op::PushBlob,
     Op::PushManifest,
     Op::Delete,
@@ -620,6 +628,33 @@ async fn repo_op(w: &World, pass: Pass, row: &Row, project: &str, op: Op) -> Res
                 check(&r, &Expected::allow(StatusCode::OK))?;
                 if r.header("docker-content-digest") != Some(image.digest().as_str()) {
                     return Err("pulled the wrong manifest".into());
+                }
+                Ok(())
+            } else {
+                check(
+                    &r,
+                    &denial(row, pass, Some(format!("repository:{repo}:pull"))),
+                )
+            }
+        }
+        Op::PullBlob => {
+            let auth = auth_for(w, pass, row, &[all_on(&repo)]).await?;
+            let layer = sha256(&image.layers[0]);
+            let r = w
+                .app
+                .call(
+                    rq(
+                        Method::GET,
+                        &format!("/v2/{repo}/blobs/{layer}"),
+                        auth.as_deref(),
+                    ),
+                    Body::empty(),
+                )
+                .await;
+            if row.can(project, "pull") {
+                check(&r, &Expected::allow(StatusCode::OK))?;
+                if r.body.as_ref() != image.layers[0].as_slice() {
+                    return Err("the blob's bytes differ".into());
                 }
                 Ok(())
             } else {
@@ -1044,6 +1079,17 @@ async fn tokens_carry_only_what_the_role_allows() {
     )
     .unwrap();
 
+    // Nor the catalog, which needs its own scope.
+    let r = get_as(&w, "/v2/_catalog", &bearer(&t)).await;
+    check(
+        &r,
+        &Expected::challenge(
+            Some("registry:catalog:*".into()),
+            Some("insufficient_scope"),
+        ),
+    )
+    .unwrap();
+
     // Rights are re-checked on every request: a developer demoted to guest after the token
     // was issued can no longer push with it.
     let t = token_of(&w, "developer", &["repository:secret/app:pull,push"]).await;
@@ -1350,7 +1396,7 @@ async fn docker_login_checks_the_password() {
     let r = w
         .token_request(Some(&basic("guest", "not the password")), &[])
         .await;
-    r.assert_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    check(&r, &Expected::challenge(None, None)).unwrap();
     w.token_request(Some(&basic("nobody", "whatever")), &[])
         .await
         .assert_status(StatusCode::UNAUTHORIZED);

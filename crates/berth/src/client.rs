@@ -60,6 +60,7 @@ pub enum AdminCommand {
 
 /// How to reach and sign in to the server. The password is read from BERTH_PASSWORD.
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Connection")]
 pub struct Connection {
     /// Base URL of the server (http:// or https://).
     #[arg(
@@ -395,7 +396,7 @@ async fn user(c: &Client, cmd: UserCommand, new_password: Option<String>) -> any
                     rows,
                     "no users",
                 )
-            });
+            })?;
         }
         UserCommand::Create { name, admin, .. } => {
             let body = json!({ "name": name, "password": new_password, "admin": admin });
@@ -403,7 +404,7 @@ async fn user(c: &Client, cmd: UserCommand, new_password: Option<String>) -> any
             c.show(&v, || {
                 let what = if admin { "registry admin" } else { "user" };
                 format!("created {what} {name}\n")
-            });
+            })?;
         }
         UserCommand::Passwd { name, .. } => {
             let mut body = json!({ "password": new_password });
@@ -413,14 +414,14 @@ async fn user(c: &Client, cmd: UserCommand, new_password: Option<String>) -> any
             }
             let path = format!("/api/v1/users/{}/password", pct(&name));
             let v = c.send(Method::PUT, &path, Some(body)).await?;
-            c.show(&v, || format!("changed the password of {name}\n"));
+            c.show(&v, || format!("changed the password of {name}\n"))?;
         }
         UserCommand::Disable { name } => set_disabled(c, &name, true).await?,
         UserCommand::Enable { name } => set_disabled(c, &name, false).await?,
         UserCommand::Delete { name } => {
             let path = format!("/api/v1/users/{}", pct(&name));
             let v = c.send(Method::DELETE, &path, None).await?;
-            c.show(&v, || format!("deleted user {name}\n"));
+            c.show(&v, || format!("deleted user {name}\n"))?;
         }
         UserCommand::Show { name } => {
             let v = c.get(&format!("/api/v1/users/{}", pct(&name))).await?;
@@ -434,10 +435,10 @@ async fn user(c: &Client, cmd: UserCommand, new_password: Option<String>) -> any
                     ("admin", yes_no(&v, "admin")),
                     ("disabled", yes_no(&v, "disabled")),
                     ("source", text(&v, "source")),
-                    ("groups", groups),
+                    ("ldap groups", groups),
                     ("created", text(&v, "created_at")),
                 ])
-            });
+            })?;
         }
     }
     Ok(())
@@ -451,7 +452,7 @@ async fn set_disabled(c: &Client, name: &str, disabled: bool) -> anyhow::Result<
     c.show(&v, || {
         let what = if disabled { "disabled" } else { "enabled" };
         format!("{what} user {name}\n")
-    });
+    })?;
     Ok(())
 }
 
@@ -466,14 +467,14 @@ async fn project(c: &Client, cmd: ProjectCommand) -> anyhow::Result<()> {
                     .map(|p| vec![text(p, "name"), visibility(p), text(p, "created_at")])
                     .collect();
                 table(&["NAME", "VISIBILITY", "CREATED"], rows, "no projects")
-            });
+            })?;
         }
         ProjectCommand::Create { name, public } => {
             let body = json!({ "name": name, "public": public });
             let v = c.send(Method::POST, "/api/v1/projects", Some(body)).await?;
             c.show(&v, || {
                 format!("created project {name} ({})\n", visibility(&v))
-            });
+            })?;
         }
         ProjectCommand::Show { name } => {
             let mut v = c.get(&base(&name)).await?;
@@ -500,16 +501,16 @@ async fn project(c: &Client, cmd: ProjectCommand) -> anyhow::Result<()> {
                 "no repositories",
             ));
             v["repositories"] = repos;
-            c.show(&v, || out);
+            c.show(&v, || out)?;
         }
         ProjectCommand::SetPublic { name, public } => {
             let body = json!({ "public": public });
             let v = c.send(Method::PATCH, &base(&name), Some(body)).await?;
-            c.show(&v, || format!("project {name} is now {}\n", visibility(&v)));
+            c.show(&v, || format!("project {name} is now {}\n", visibility(&v)))?;
         }
         ProjectCommand::Delete { name } => {
             let v = c.send(Method::DELETE, &base(&name), None).await?;
-            c.show(&v, || format!("deleted project {name}\n"));
+            c.show(&v, || format!("deleted project {name}\n"))?;
         }
         ProjectCommand::Members { name } => {
             let v = c.get(&format!("{}/members", base(&name))).await?;
@@ -519,7 +520,7 @@ async fn project(c: &Client, cmd: ProjectCommand) -> anyhow::Result<()> {
                     .map(|m| vec![text(m, "kind"), text(m, "role"), text(m, "name")])
                     .collect();
                 table(&["KIND", "ROLE", "NAME"], rows, "no members")
-            });
+            })?;
         }
         ProjectCommand::Member {
             name,
@@ -537,7 +538,7 @@ async fn project(c: &Client, cmd: ProjectCommand) -> anyhow::Result<()> {
                     text(&v, "name"),
                     role.as_str()
                 )
-            });
+            })?;
         }
         ProjectCommand::RemoveMember { name, kind, member } => {
             let path = format!(
@@ -549,7 +550,7 @@ async fn project(c: &Client, cmd: ProjectCommand) -> anyhow::Result<()> {
             let v = c.send(Method::DELETE, &path, None).await?;
             c.show(&v, || {
                 format!("removed {} {member} from {name}\n", kind.as_str())
-            });
+            })?;
         }
     }
     Ok(())
@@ -594,7 +595,7 @@ async fn robot(c: &Client, cmd: RobotCommand) -> anyhow::Result<()> {
                     rows,
                     "no robots",
                 )
-            });
+            })?;
         }
         RobotCommand::Create {
             name,
@@ -624,7 +625,7 @@ async fn robot(c: &Client, cmd: RobotCommand) -> anyhow::Result<()> {
                     or_never(text(&v, "expires_at")),
                     text(&v, "secret"),
                 )
-            });
+            })?;
         }
         RobotCommand::Delete { name } => {
             let path = format!("/api/v1/robots/{}", pct(&name));
@@ -634,7 +635,7 @@ async fn robot(c: &Client, cmd: RobotCommand) -> anyhow::Result<()> {
             } else {
                 format!("robot${name}")
             };
-            c.show(&v, || format!("deleted robot account {full}\n"));
+            c.show(&v, || format!("deleted robot account {full}\n"))?;
         }
     }
     Ok(())
@@ -698,7 +699,7 @@ async fn audit(c: &Client, args: &AuditArgs) -> anyhow::Result<()> {
             rows,
             "no events",
         )
-    });
+    })?;
     if !c.json
         && let Some(next) = v["next"].as_i64()
     {
@@ -708,6 +709,18 @@ async fn audit(c: &Client, args: &AuditArgs) -> anyhow::Result<()> {
 }
 
 // ---- output ----
+
+/// Writes to standard output; a closed pipe (`berth audit | head`) is not an error.
+fn print_out(s: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow!("writing to standard output: {e}"))
+        }
+        _ => Ok(()),
+    }
+}
 
 fn items(v: &Value) -> &[Value] {
     v.as_array().map(Vec::as_slice).unwrap_or_default()
@@ -772,10 +785,11 @@ fn table(header: &[&str], rows: Vec<Vec<String>>, empty: &str) -> String {
     out
 }
 
+/// `key: value` lines, values aligned; empty values are left out.
 fn fields(pairs: &[(&str, String)]) -> String {
     let w = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     let mut out = String::new();
-    for (k, v) in pairs {
+    for (k, v) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
         let _ = writeln!(out, "{:<w$} {v}", format!("{k}:"), w = w);
     }
     out
@@ -916,16 +930,16 @@ impl Client {
     }
 
     /// Prints `v` as JSON with `--json`, else what `human` renders. Nothing for a 204.
-    fn show(&self, v: &Value, human: impl FnOnce() -> String) {
+    fn show(&self, v: &Value, human: impl FnOnce() -> String) -> anyhow::Result<()> {
         if self.json {
-            if !v.is_null() {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
-                );
+            if v.is_null() {
+                return Ok(());
             }
+            let mut s = serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
+            s.push('\n');
+            print_out(&s)
         } else {
-            print!("{}", human());
+            print_out(&human())
         }
     }
 

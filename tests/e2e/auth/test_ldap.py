@@ -330,7 +330,8 @@ def test_user_outside_the_group_gets_nothing(berth, devproj):
     r = get_manifest(berth, repo, "v1", headers=bearer(token))
     assert r.status_code == 401, f"bob pulling {repo}:v1 with his token must get 401: {show(r)}"
     r = get_manifest(berth, repo, "v1", auth=BOB)
-    assert r.status_code == 401, f"bob pulling {repo}:v1 with Basic credentials must get 401: {show(r)}"
+    # Signed in (his password is right) but without the right: 403 DENIED, as docs/auth.md says.
+    assert r.status_code == 403, f"bob pulling {repo}:v1 with Basic credentials must get 403: {show(r)}"
 
 
 def test_group_dns_compare_case_insensitively(berth):
