@@ -402,9 +402,10 @@ impl Config {
         if self.auth.hash_concurrency == 0 || self.auth.max_failures == 0 {
             return Err("auth.hash_concurrency and auth.max_failures must be at least 1".into());
         }
-        if !self.auth.ldap.url.is_empty()
-            && !(self.auth.ldap.url.starts_with("ldap://")
-                || self.auth.ldap.url.starts_with("ldaps://"))
+        let ldap_url = &self.auth.ldap.url;
+        if !(ldap_url.is_empty()
+            || ldap_url.starts_with("ldap://")
+            || ldap_url.starts_with("ldaps://"))
         {
             return Err(format!(
                 "auth.ldap.url {:?} must start with ldap:// or ldaps://",

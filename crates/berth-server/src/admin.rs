@@ -369,7 +369,14 @@ pub async fn set_member(
     let new = reg.meta.set_member(p.id, &kind, &member, role).await?;
     // The resource starts with the project, so a prefix query on it finds member changes.
     let resource = format!("{name}/members/{kind}:{member}");
-    audit(&reg, &caller, "member.set", &resource, &format!("role {}", role.as_str())).await;
+    audit(
+        &reg,
+        &caller,
+        "member.set",
+        &resource,
+        &format!("role {}", role.as_str()),
+    )
+    .await;
     let v = json!({ "kind": kind, "name": member, "role": role.as_str() });
     Ok(if new { created(v) } else { ok(v) })
 }

@@ -1008,7 +1008,7 @@ impl Client {
         })?;
         let _ = tcp.set_nodelay(true);
         let resp = match &self.tls {
-            None => round_trip(tcp, req).await?,
+            None => round_trip(tcp, req, &self.url).await?,
             Some(tls) => {
                 let name = rustls::pki_types::ServerName::try_from(t.host.clone())
                     .map_err(|_| anyhow!("{:?} is not a valid TLS server name", t.host))?;
@@ -1016,7 +1016,7 @@ impl Client {
                     .connect(name, tcp)
                     .await
                     .with_context(|| format!("TLS handshake with {}", self.url))?;
-                round_trip(stream, req).await?
+                round_trip(stream, req, &self.url).await?
             }
         };
         let status = resp.status();
@@ -1035,7 +1035,7 @@ impl Client {
     }
 }
 
-async fn round_trip<S>(io: S, req: Request<String>) -> anyhow::Result<Response<Incoming>>
+async fn round_trip<S>(io: S, req: Request<String>, url: &str) -> anyhow::Result<Response<Incoming>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -1045,10 +1045,13 @@ where
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    sender
-        .send_request(req)
-        .await
-        .context("sending the request")
+    sender.send_request(req).await.map_err(|e| {
+        if e.is_parse() && url.starts_with("http://") {
+            anyhow!("{url}: the answer is not HTTP ({e}); does the server speak https://?")
+        } else {
+            anyhow!("{url}: {e}")
+        }
+    })
 }
 
 async fn next_frame(
