@@ -476,6 +476,16 @@ def oras_client(registry, work_dir, monkeypatch):
         client.session.mount(scheme, _TimeoutAdapter())
     if registry.creds:
         client.auth.set_basic_auth(*registry.creds)
+        if backend == "token":
+            # oras-py keeps one token for every repository and, on a 401, retries with that same
+            # token. A 401 while holding a token means it lacks this repository's scope (Go
+            # oras and the other clients ask for a new token then), so ask for a new one.
+            first_try = client.auth.authenticate_request
+
+            def authenticate_request(original, headers, refresh=False):
+                return first_try(original, headers, refresh=True)
+
+            client.auth.authenticate_request = authenticate_request
     return client
 
 
