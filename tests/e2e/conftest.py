@@ -1,9 +1,12 @@
 """Shared fixtures for the black-box suites: a real `berth` process (or any registry URL).
 
 `registry` starts `berth serve` on a free loopback port with a fresh data directory, once per
-test session. Authentication is on (berth's default): the first start creates the registry admin
-`admin` with a random password (BERTH_ADMIN_PASSWORD), and `registry.creds` carries it; every
-suite must pass `registry.creds` to its clients. BERTH_E2E_AUTH=off starts it with `--no-auth`
+test session. Authentication is on (berth's default) with `auth.auto_create_projects`: the
+first start creates the registry admin `admin` (random password, BERTH_ADMIN_PASSWORD), which
+then creates an ordinary user through the admin API. `registry.creds` carries that user's
+credentials, so every suite runs as a user who is no admin: its first push to a project creates
+the project, private, with the user as its project admin, and everything else goes through
+that role and the token flow. Every suite must pass `registry.creds` to its clients. BERTH_E2E_AUTH=off starts it with `--no-auth`
 instead (an open registry, `registry.creds` is None), so the same suites check both modes.
 
 Set REGISTRY_URL=http://host:port to point the suites at a registry that is already running
@@ -163,7 +166,24 @@ def registry():
         return
     tmp = Path(tempfile.mkdtemp(prefix="berth-e2e-"))
     if AUTH:
-        reg = start_berth(tmp, env={"BERTH_ADMIN_PASSWORD": secrets.token_urlsafe(24)})
+        admin_password = secrets.token_urlsafe(24)
+        reg = start_berth(
+            tmp,
+            env={"BERTH_ADMIN_PASSWORD": admin_password, "BERTH_AUTH__AUTO_CREATE_PROJECTS": "true"},
+        )
+        user, password = "e2e-user", secrets.token_urlsafe(24)
+        import requests
+
+        r = requests.post(
+            reg.url + "/api/v1/users",
+            json={"name": user, "password": password, "admin": False},
+            auth=(ADMIN_USER, admin_password),
+            timeout=30,
+        )
+        if r.status_code != 201:
+            stop_berth(reg)
+            raise RuntimeError(f"creating the e2e user failed: {r.status_code} {r.text}")
+        reg.user, reg.password = user, password
     else:
         reg = start_berth(tmp, ["--no-auth"])
     yield reg

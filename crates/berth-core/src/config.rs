@@ -165,6 +165,11 @@ pub struct ServerConfig {
     pub body_idle_timeout: HumanDuration,
     /// On SIGTERM, in-flight requests get this long to finish before connections are closed.
     pub shutdown_grace: HumanDuration,
+    /// Load balancers and reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For`
+    /// is believed: the client's address is then the last one in that header that is not a
+    /// trusted proxy. It is what login throttling and the audit log see, so behind a proxy
+    /// set it, or every client shares the proxy's address.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -177,6 +182,7 @@ impl Default for ServerConfig {
             header_read_timeout: HumanDuration(Duration::from_secs(30)),
             body_idle_timeout: HumanDuration(Duration::from_secs(120)),
             shutdown_grace: HumanDuration(Duration::from_secs(30)),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -362,6 +368,74 @@ impl Default for AuditConfig {
     }
 }
 
+/// An IP address or CIDR block (`10.0.0.0/8`, `::1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpBlock {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpBlock {
+    pub fn parse(s: &str) -> Option<IpBlock> {
+        let (addr, prefix) = match s.trim().split_once('/') {
+            Some((a, p)) => (a.parse().ok()?, Some(p.parse::<u8>().ok()?)),
+            None => (s.trim().parse().ok()?, None),
+        };
+        let max = match addr {
+            std::net::IpAddr::V4(_) => 32,
+            std::net::IpAddr::V6(_) => 128,
+        };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(IpBlock { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        fn masked(bits: u128, prefix: u8, width: u8) -> u128 {
+            if prefix == 0 {
+                0
+            } else {
+                bits >> (width - prefix)
+            }
+        }
+        match (self.addr, ip.to_canonical()) {
+            (std::net::IpAddr::V4(a), std::net::IpAddr::V4(b)) => {
+                masked(u32::from(a) as u128, self.prefix, 32)
+                    == masked(u32::from(b) as u128, self.prefix, 32)
+            }
+            (std::net::IpAddr::V6(a), std::net::IpAddr::V6(b)) => {
+                masked(u128::from(a), self.prefix, 128) == masked(u128::from(b), self.prefix, 128)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The client's address: the peer, or with trusted proxies in front, the last address of
+/// `X-Forwarded-For` (values in order of appearance) that is not itself a trusted proxy.
+pub fn client_address(
+    peer: std::net::IpAddr,
+    forwarded_for: &[&str],
+    trusted: &[IpBlock],
+) -> std::net::IpAddr {
+    let is_trusted = |ip: std::net::IpAddr| trusted.iter().any(|b| b.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let hops: Vec<std::net::IpAddr> = forwarded_for
+        .iter()
+        .flat_map(|v| v.split(','))
+        .filter_map(|h| h.trim().parse().ok())
+        .collect();
+    let mut client = peer;
+    for hop in hops.into_iter().rev() {
+        client = hop;
+        if !is_trusted(hop) {
+            break;
+        }
+    }
+    client
+}
+
 impl Config {
     /// Checks what serde cannot: values that must agree with each other or parse further.
     pub fn validate(&self) -> Result<(), String> {
@@ -395,6 +469,11 @@ impl Config {
                  of a long upload must outlive the session",
                 self.gc.grace_period, self.uploads.purge_after
             ));
+        }
+        for p in &self.server.trusted_proxies {
+            IpBlock::parse(p).ok_or_else(|| {
+                format!("server.trusted_proxies: {p:?} is not an address or CIDR block")
+            })?;
         }
         if self.auth.token_ttl.0 < Duration::from_secs(300) {
             return Err("auth.token_ttl must be at least 5m".into());
@@ -434,6 +513,35 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+        let t = [
+            IpBlock::parse("10.0.0.0/8").unwrap(),
+            IpBlock::parse("::1").unwrap(),
+        ];
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        // An untrusted peer's header is ignored.
+        assert_eq!(
+            client_address(ip("1.2.3.4"), &["9.9.9.9"], &t),
+            ip("1.2.3.4")
+        );
+        // Through a trusted proxy, the last untrusted hop is the client; a spoofed first
+        // entry does not matter.
+        assert_eq!(
+            client_address(ip("10.0.0.5"), &["6.6.6.6, 5.5.5.5", "10.1.1.1"], &t),
+            ip("5.5.5.5")
+        );
+        assert_eq!(client_address(ip("10.0.0.5"), &[], &t), ip("10.0.0.5"));
+        assert_eq!(client_address(ip("::1"), &["7.7.7.7"], &t), ip("7.7.7.7"));
+        assert!(IpBlock::parse("10.0.0.0/33").is_none());
+        assert!(IpBlock::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
+        assert!(
+            !IpBlock::parse("192.168.1.0/24")
+                .unwrap()
+                .contains(ip("192.168.2.1"))
+        );
+    }
 
     #[test]
     fn defaults_validate() {

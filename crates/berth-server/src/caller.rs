@@ -37,8 +37,27 @@ impl Caller {
     }
 }
 
-pub fn peer(ext: &axum::http::Extensions) -> Option<SocketAddr> {
-    ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
+/// The client's address: the connection's peer, or behind a trusted proxy the address it
+/// forwarded (`server.trusted_proxies`).
+pub fn peer(
+    reg: &Registry,
+    headers: &HeaderMap,
+    ext: &axum::http::Extensions,
+) -> Option<SocketAddr> {
+    let peer = ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)?;
+    if reg.trusted_proxies.is_empty() {
+        return Some(peer);
+    }
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let ip = berth_core::config::client_address(peer.ip(), &forwarded, &reg.trusted_proxies);
+    Some(SocketAddr::new(
+        ip,
+        if ip == peer.ip() { peer.port() } else { 0 },
+    ))
 }
 
 /// The `WWW-Authenticate` realm: the configured one, else this server's token endpoint as the
@@ -361,7 +380,12 @@ impl axum::extract::FromRequestParts<std::sync::Arc<Registry>> for Caller {
         parts: &mut axum::http::request::Parts,
         reg: &std::sync::Arc<Registry>,
     ) -> Result<Self, Self::Rejection> {
-        identify(reg, &parts.headers, peer(&parts.extensions)).await
+        identify(
+            reg,
+            &parts.headers,
+            peer(reg, &parts.headers, &parts.extensions),
+        )
+        .await
     }
 }
 

@@ -31,6 +31,8 @@ pub struct Registry {
     pub auth: Arc<berth_auth::Auth>,
     /// The audit trail's batched writer.
     pub audit: crate::audit::Auditor,
+    /// `server.trusted_proxies`, parsed.
+    pub trusted_proxies: Vec<berth_core::config::IpBlock>,
     /// Upload sessions with a request in progress on this node: a second concurrent PATCH or
     /// PUT on the same session is refused with 416 instead of interleaving bytes.
     busy_uploads: Mutex<HashSet<String>>,
@@ -153,7 +155,14 @@ impl Registry {
     ) -> Result<Registry, berth_auth::AuthError> {
         let auth = Arc::new(berth_auth::Auth::new(meta.clone(), config.auth.clone()).await?);
         let audit = crate::audit::Auditor::start(meta.clone(), &config.audit);
+        let trusted_proxies = config
+            .server
+            .trusted_proxies
+            .iter()
+            .filter_map(|p| berth_core::config::IpBlock::parse(p))
+            .collect();
         Ok(Registry {
+            trusted_proxies,
             meta,
             blobs,
             config,

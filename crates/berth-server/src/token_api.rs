@@ -58,8 +58,8 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
         return Ok(answer(&issued, None));
     }
     let (parts, body) = req.into_parts();
-    let peer = peer(&parts.extensions);
     let headers = parts.headers;
+    let peer = peer(reg, &headers, &parts.extensions);
     let ip = peer.map(|p| p.ip()).unwrap_or([0u8, 0, 0, 0].into());
     let mut params = pairs(parts.uri.query().unwrap_or(""));
     let (principal, offline, login_name) = if parts.method == Method::POST {

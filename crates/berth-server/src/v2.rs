@@ -321,7 +321,12 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
     let headers = parts.headers;
     let idle = reg.config.server.body_idle_timeout.0;
     let head = method == Method::HEAD;
-    let caller = caller::identify(reg, &headers, caller::peer(&parts.extensions)).await?;
+    let caller = caller::identify(
+        reg,
+        &headers,
+        caller::peer(reg, &headers, &parts.extensions),
+    )
+    .await?;
     authorize(reg, &caller, &headers, &route, &method).await?;
 
     match route {
