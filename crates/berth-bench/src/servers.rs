@@ -252,9 +252,11 @@ pub fn tail(path: &Path) -> String {
 }
 
 /// Environment that keeps berth's background jobs and request logs quiet, so that only the
-/// measured work runs (Distribution runs at log level error likewise).
+/// measured work runs (Distribution runs at log level error likewise). Authentication is off,
+/// as it is in the Distribution it is compared with (equivalent settings).
 pub fn berth_env(extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = [
+        ("BERTH_AUTH__ENABLED", "false"),
         ("BERTH_GC__SCHEDULE", ""),
         ("BERTH_SCRUB__SCHEDULE", ""),
         ("BERTH_LOG__LEVEL", "error"),

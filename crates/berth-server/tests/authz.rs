@@ -1189,7 +1189,7 @@ async fn tampered_forged_and_expired_tokens_are_refused() {
         .await
         .assert_status(StatusCode::OK);
     let now = now_secs();
-    let cases: [(&str, &dyn Fn(&mut Value)); 7] = [
+    let cases: [ClaimEdit; 7] = [
         ("expired an hour ago", &|c| {
             c["iat"] = json!(now - 7200);
             c["nbf"] = json!(now - 7200);
@@ -1553,3 +1553,6 @@ async fn refresh_tokens_renew_access_and_only_that() {
     .await
     .assert_status(StatusCode::UNAUTHORIZED);
 }
+
+/// A named change to a token's claims.
+type ClaimEdit<'a> = (&'a str, &'a dyn Fn(&mut Value));
