@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(skopeo umoci podman containerd docker.io docker-registry runc slapd ldap-utils)
+APT_PACKAGES=(skopeo umoci podman containerd docker.io docker-registry runc slapd ldap-utils nginx)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

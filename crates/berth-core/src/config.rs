@@ -53,6 +53,7 @@ pub struct Config {
     pub log: LogConfig,
     pub auth: AuthConfig,
     pub audit: AuditConfig,
+    pub proxy: ProxyConfig,
 }
 
 impl Default for Config {
@@ -68,6 +69,7 @@ impl Default for Config {
             log: LogConfig::default(),
             auth: AuthConfig::default(),
             audit: AuditConfig::default(),
+            proxy: ProxyConfig::default(),
         }
     }
 }
@@ -368,6 +370,58 @@ impl Default for AuditConfig {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// A second listener for Docker's `registry-mirrors` (which names no upstream, so
+    /// `/v2/library/nginx` there means `<mirror_project>/library/nginx`). Empty: none.
+    pub mirror_listen: String,
+    /// The proxy project the mirror listener serves.
+    pub mirror_project: String,
+    /// Proxy projects: pull-through caches of upstream registries.
+    pub projects: Vec<ProxyProjectConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyProjectConfig {
+    /// The project's name in Berth: `<name>/library/nginx` pulls `library/nginx` upstream.
+    pub name: String,
+    /// The upstream registry's base URL, e.g. `https://registry-1.docker.io`.
+    pub upstream: String,
+    /// The registry host containerd names in `?ns=` when Berth is its mirror (`docker.io`);
+    /// requests carrying it are served from this project. Empty: not a mirror target.
+    pub namespace: String,
+    /// Upstream credentials (empty: anonymous).
+    pub username: String,
+    pub password: String,
+    /// PEM CA bundle for the upstream's TLS (default: the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// Anonymous callers may pull through this project.
+    pub public: bool,
+    /// A cached tag is served without asking upstream for this long; then it is revalidated
+    /// with a HEAD (which Docker Hub does not count as a pull).
+    pub tag_freshness: HumanDuration,
+    /// One upstream request (headers, or a stall while streaming) may take this long.
+    pub timeout: HumanDuration,
+}
+
+impl Default for ProxyProjectConfig {
+    fn default() -> Self {
+        ProxyProjectConfig {
+            name: String::new(),
+            upstream: String::new(),
+            namespace: String::new(),
+            username: String::new(),
+            password: String::new(),
+            ca_file: None,
+            public: false,
+            tag_freshness: HumanDuration(Duration::from_secs(600)),
+            timeout: HumanDuration(Duration::from_secs(30)),
+        }
+    }
+}
+
 /// An IP address or CIDR block (`10.0.0.0/8`, `::1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IpBlock {
@@ -469,6 +523,32 @@ impl Config {
                  of a long upload must outlive the session",
                 self.gc.grace_period, self.uploads.purge_after
             ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for p in &self.proxy.projects {
+            if p.name.is_empty() || p.name.contains('/') || p.name != p.name.to_lowercase() {
+                return Err(format!("proxy.projects: {:?} is not a project name", p.name));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(format!("proxy.projects: {:?} is listed twice", p.name));
+            }
+            if !(p.upstream.starts_with("http://") || p.upstream.starts_with("https://")) {
+                return Err(format!(
+                    "proxy.projects {:?}: upstream {:?} must start with http:// or https://",
+                    p.name, p.upstream
+                ));
+            }
+        }
+        if !self.proxy.mirror_listen.is_empty() {
+            self.proxy.mirror_listen.parse::<SocketAddr>().map_err(|e| {
+                format!("proxy.mirror_listen {:?}: {e}", self.proxy.mirror_listen)
+            })?;
+            if !self.proxy.projects.iter().any(|p| p.name == self.proxy.mirror_project) {
+                return Err(format!(
+                    "proxy.mirror_project {:?} must name one of proxy.projects",
+                    self.proxy.mirror_project
+                ));
+            }
         }
         for p in &self.server.trusted_proxies {
             IpBlock::parse(p).ok_or_else(|| {

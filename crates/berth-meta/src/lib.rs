@@ -87,6 +87,9 @@ pub struct NewManifest {
     /// Child manifests of an index, with the sizes their descriptors claim.
     pub children: Vec<(Digest, u64)>,
     pub pushed_by: Option<String>,
+    /// Cached from a proxy project's upstream: its blobs and children are fetched when asked
+    /// for, so they need not exist yet.
+    pub from_upstream: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -540,7 +543,9 @@ impl MetaStore {
         let now = now_ms();
         let digest = m.digest.to_string();
         let mut tx = self.begin_write().await?;
-        for (blob, claimed) in &m.blobs {
+        let checked_blobs = if m.from_upstream { &[][..] } else { &m.blobs[..] };
+        let checked_children = if m.from_upstream { &[][..] } else { &m.children[..] };
+        for (blob, claimed) in checked_blobs {
             let size: Option<i64> = sqlx::query_scalar(
                 "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest AND b.state = 'live'
                  WHERE rb.repo_id = $1 AND rb.digest = $2",
@@ -551,7 +556,7 @@ impl MetaStore {
             .await?;
             check_reference(blob, *claimed, size, PutManifestError::MissingBlob)?;
         }
-        for (child, claimed) in &m.children {
+        for (child, claimed) in checked_children {
             let size: Option<i64> =
                 sqlx::query_scalar("SELECT size FROM manifests WHERE repo_id = $1 AND digest = $2")
                     .bind(repo_id)

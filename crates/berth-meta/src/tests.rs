@@ -43,6 +43,7 @@ fn image(config: &Digest, size: u64) -> NewManifest {
         blobs: vec![(config.clone(), size)],
         children: vec![],
         pushed_by: None,
+        from_upstream: false,
     }
 }
 
@@ -215,6 +216,7 @@ async fn index_children_must_exist_and_referrers_are_found() {
         blobs: vec![],
         children: vec![(img.digest.clone(), 2)],
         pushed_by: None,
+        from_upstream: false,
     };
     let err = m.put_manifest(r, &index, Some("multi")).await.unwrap_err();
     assert!(matches!(err, PutManifestError::MissingManifest(_)), "{err}");

@@ -219,5 +219,6 @@ pub async fn metrics(State(reg): State<Arc<Registry>>) -> ApiResult<Response> {
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
         );
     }
+    out.push_str(&crate::pullthrough::metrics_text(&reg.proxy.metrics));
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }

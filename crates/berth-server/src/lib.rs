@@ -7,6 +7,7 @@ pub mod audit;
 pub mod caller;
 pub mod error;
 mod listener;
+pub mod pullthrough;
 pub mod registry;
 mod token_api;
 mod v2;
@@ -88,6 +89,12 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/api/v1/token-keys", post(admin::rotate_token_key))
         .with_state(registry)
         .layer(middleware::from_fn(request_log))
+}
+
+/// The router of the Docker `registry-mirrors` listener: every `/v2/<repo>` request is served
+/// as `/v2/<project>/<repo>` of the proxy project `project`.
+pub fn mirror_router(registry: Arc<Registry>, project: &str) -> Router {
+    router(registry).layer(axum::Extension(v2::MirrorOf(project.to_owned())))
 }
 
 async fn readyz(axum::extract::State(reg): axum::extract::State<Arc<Registry>>) -> Response {

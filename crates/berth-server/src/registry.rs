@@ -31,6 +31,8 @@ pub struct Registry {
     pub auth: Arc<berth_auth::Auth>,
     /// The audit trail's batched writer.
     pub audit: crate::audit::Auditor,
+    /// Proxy projects: the pull-through cache.
+    pub proxy: crate::pullthrough::PullThrough,
     /// `server.trusted_proxies`, parsed.
     pub trusted_proxies: Vec<berth_core::config::IpBlock>,
     /// Upload sessions with a request in progress on this node: a second concurrent PATCH or
@@ -161,7 +163,10 @@ impl Registry {
             .iter()
             .filter_map(|p| berth_core::config::IpBlock::parse(p))
             .collect();
-        Ok(Registry {
+        let proxy =
+            crate::pullthrough::PullThrough::new(&config).map_err(berth_auth::AuthError::Internal)?;
+        let registry = Registry {
+            proxy,
             trusted_proxies,
             meta,
             blobs,
@@ -170,7 +175,9 @@ impl Registry {
             auth,
             audit,
             busy_uploads: Mutex::new(HashSet::new()),
-        })
+        };
+        crate::pullthrough::ensure_projects(&registry).await?;
+        Ok(registry)
     }
 
     /// The base of `Location` headers: empty (relative) unless an external URL is configured.
@@ -601,6 +608,38 @@ impl Registry {
             }
             Reference::Tag(t) => (Digest::sha256_of(&payload), Some(t.as_str())),
         };
+        self.store_manifest(name, digest, tag, &parsed, payload, pushed_by, false)
+            .await
+    }
+
+    /// Stores a manifest fetched from a proxy project's upstream, whose blobs and children
+    /// may not be here yet (they are fetched when asked for).
+    pub async fn put_upstream_manifest(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        tag: Option<&str>,
+        content_type: Option<&str>,
+        payload: Vec<u8>,
+    ) -> ApiResult<()> {
+        let parsed = manifest::parse_manifest(&payload, content_type)
+            .map_err(|e| ApiError::oci(ErrorCode::ManifestInvalid, format!("upstream manifest: {}", e.0)))?;
+        self.store_manifest(name, digest.clone(), tag, &parsed, payload, None, true)
+            .await
+            .map(|_| ())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn store_manifest(
+        &self,
+        name: &RepoName,
+        digest: Digest,
+        tag: Option<&str>,
+        parsed: &manifest::ParsedManifest,
+        payload: Vec<u8>,
+        pushed_by: Option<&str>,
+        from_upstream: bool,
+    ) -> ApiResult<(Digest, Option<Digest>)> {
         let repo = self.meta.ensure_repo(name).await?;
         let new = NewManifest {
             digest: digest.clone(),
@@ -626,6 +665,7 @@ impl Registry {
                 Vec::new()
             },
             pushed_by: pushed_by.filter(|p| !p.is_empty()).map(str::to_owned),
+            from_upstream,
             payload,
         };
         match self.meta.put_manifest(repo, &new, tag).await {

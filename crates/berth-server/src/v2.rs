@@ -21,6 +21,7 @@ use futures_util::StreamExt;
 
 use crate::caller::{self, Caller};
 use crate::error::{ApiError, ApiResult};
+use crate::pullthrough;
 use crate::registry::{Page, Registry, UploadState, range_value};
 use berth_core::access::Action;
 
@@ -311,8 +312,29 @@ pub async fn dispatch(State(reg): State<Arc<Registry>>, req: Request) -> Respons
     resp
 }
 
-async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
-    let route = parse_route(req.uri().path())?;
+/// The project a request is rewritten into: containerd's `?ns=` naming a proxy project's
+/// upstream, or the Docker mirror listener's project.
+#[derive(Clone)]
+pub struct MirrorOf(pub String);
+
+async fn handle(reg: &Arc<Registry>, req: Request) -> ApiResult<Response> {
+    let ns_project = match req.extensions().get::<MirrorOf>() {
+        Some(m) => Some(m.0.clone()),
+        None => req.uri().query().and_then(|q| {
+            serde_urlencoded::from_str::<Vec<(String, String)>>(q)
+                .ok()?
+                .into_iter()
+                .find(|(k, _)| k == "ns")
+                .and_then(|(_, ns)| reg.proxy.project_for_namespace(&ns).map(str::to_owned))
+        }),
+    };
+    let path = req.uri().path();
+    let route = match (&ns_project, path.strip_prefix("/v2/")) {
+        (Some(project), Some(rest)) if !rest.is_empty() && rest != "_catalog" => {
+            parse_route(&format!("/v2/{project}/{rest}"))?
+        }
+        _ => parse_route(path)?,
+    };
     let method = req.method().clone();
     let query: HashMap<String, String> = Query::try_from_uri(req.uri())
         .map(|q| q.0)
@@ -328,6 +350,7 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
     )
     .await?;
     authorize(reg, &caller, &headers, &route, &method).await?;
+    refuse_push_to_proxy(reg, &route, &method)?;
 
     match route {
         Route::Base => match method {
@@ -340,7 +363,10 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
         Route::Blob(name, d) => {
             let d = digest(&d)?;
             match method {
-                Method::GET | Method::HEAD => get_blob(reg, &name, &d, &headers, head).await,
+                Method::GET | Method::HEAD => match reg.proxy.project_of(&name) {
+                    Some(p) => proxy_blob(reg, p, &name, &d, &headers, head).await,
+                    None => get_blob(reg, &name, &d, &headers, head).await,
+                },
                 Method::DELETE => {
                     reg.delete_blob(&name, &d).await?;
                     reg.audit
@@ -447,7 +473,11 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
             };
             match method {
                 Method::GET | Method::HEAD => {
-                    let row = reg.get_manifest(&name, &r, &accept_list(&headers)).await?;
+                    let accept = accept_list(&headers);
+                    let row = match reg.proxy.project_of(&name) {
+                        Some(p) => pullthrough::get_manifest(reg, p, &name, &r, &accept).await?,
+                        None => reg.get_manifest(&name, &r, &accept).await?,
+                    };
                     if !head {
                         reg.audit
                             .record_pull(&caller.actor(), &resource_name(&name, &r));
@@ -678,6 +708,54 @@ fn urlencode(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Clients cannot push into a proxy project: its content comes from the upstream.
+fn refuse_push_to_proxy(reg: &Registry, route: &Route, method: &Method) -> ApiResult<()> {
+    let repo = match route {
+        Route::UploadStart(n) | Route::Upload(n, _) => n,
+        Route::Manifest(n, _) if *method == Method::PUT => n,
+        _ => return Ok(()),
+    };
+    match reg.proxy.project_of(repo) {
+        Some(p) => Err(ApiError::Oci(
+            OciError::new(
+                ErrorCode::Denied,
+                format!(
+                    "{} is a pull-through cache project; it is read-only to clients",
+                    p.name
+                ),
+            )
+            .with_status(403),
+        )),
+        None => Ok(()),
+    }
+}
+
+async fn proxy_blob(
+    reg: &Arc<Registry>,
+    p: &Arc<pullthrough::ProxyProject>,
+    name: &RepoName,
+    d: &Digest,
+    headers: &HeaderMap,
+    head: bool,
+) -> ApiResult<Response> {
+    let (size, body) = match pullthrough::get_blob(reg, p, name, d, head).await? {
+        pullthrough::ProxyBlob::Local(_) => return get_blob(reg, name, d, headers, head).await,
+        pullthrough::ProxyBlob::Remote { size } => (size, Body::empty()),
+        // A miss is answered whole (a Range is ignored, as HTTP allows).
+        pullthrough::ProxyBlob::Streaming { size, body } => (size, Body::from_stream(body)),
+    };
+    let mut resp = Response::new(if head { Body::empty() } else { body });
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    h.insert(DIGEST_HEADER, hv(&d.to_string()));
+    h.insert(header::ETAG, hv(&format!("\"{d}\"")));
+    Ok(resp)
 }
 
 async fn get_blob(

@@ -233,7 +233,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let registry = Arc::new(
         Registry::new(meta.clone(), blobs.clone(), config.clone())
             .await
-            .context("loading the token signing keys")?,
+            .context("starting the registry")?,
     );
     if config.auth.enabled {
         let given = std::env::var("BERTH_ADMIN_PASSWORD").ok();
@@ -269,13 +269,40 @@ async fn run(config: Config) -> anyhow::Result<()> {
         data_dir = %data_dir.display(),
         "berth started (embedded mode: SQLite and filesystem)"
     );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mirror = if config.proxy.mirror_listen.is_empty() {
+        None
+    } else {
+        let mut mirror_config = (*config).clone();
+        mirror_config.server.listen = config.proxy.mirror_listen.clone();
+        let mirror_listener = berth_server::bind(&mirror_config).await?;
+        let app = berth_server::mirror_router(registry.clone(), &config.proxy.mirror_project);
+        let stopped = stop.clone();
+        tracing::info!(
+            addr = %config.proxy.mirror_listen,
+            project = %config.proxy.mirror_project,
+            "Docker registry-mirrors listener"
+        );
+        Some(tokio::spawn(async move {
+            berth_server::serve(&mirror_config, mirror_listener, app, stopped.cancelled_owned())
+                .await
+        }))
+    };
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        on_signal.cancel();
+    });
     berth_server::serve(
         &config,
         listener,
         berth_server::router(registry),
-        shutdown_signal(),
+        stop.clone().cancelled_owned(),
     )
     .await?;
+    if let Some(m) = mirror {
+        let _ = m.await;
+    }
     audit_registry.audit.flush().await;
     // A running GC stops between two items; its progress so far is kept.
     jobs_cancel.cancel();

@@ -61,6 +61,11 @@ pub fn render(config: &Config) -> String {
     if !config.auth.ldap.bind_password.is_empty() {
         config.auth.ldap.bind_password = "********".into();
     }
+    for p in &mut config.proxy.projects {
+        if !p.password.is_empty() {
+            p.password = "********".into();
+        }
+    }
     toml::to_string_pretty(&config).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
 }
 
