@@ -527,7 +527,10 @@ impl Config {
         let mut names = std::collections::HashSet::new();
         for p in &self.proxy.projects {
             if p.name.is_empty() || p.name.contains('/') || p.name != p.name.to_lowercase() {
-                return Err(format!("proxy.projects: {:?} is not a project name", p.name));
+                return Err(format!(
+                    "proxy.projects: {:?} is not a project name",
+                    p.name
+                ));
             }
             if !names.insert(p.name.as_str()) {
                 return Err(format!("proxy.projects: {:?} is listed twice", p.name));
@@ -540,10 +543,16 @@ impl Config {
             }
         }
         if !self.proxy.mirror_listen.is_empty() {
-            self.proxy.mirror_listen.parse::<SocketAddr>().map_err(|e| {
-                format!("proxy.mirror_listen {:?}: {e}", self.proxy.mirror_listen)
-            })?;
-            if !self.proxy.projects.iter().any(|p| p.name == self.proxy.mirror_project) {
+            self.proxy
+                .mirror_listen
+                .parse::<SocketAddr>()
+                .map_err(|e| format!("proxy.mirror_listen {:?}: {e}", self.proxy.mirror_listen))?;
+            if !self
+                .proxy
+                .projects
+                .iter()
+                .any(|p| p.name == self.proxy.mirror_project)
+            {
                 return Err(format!(
                     "proxy.mirror_project {:?} must name one of proxy.projects",
                     self.proxy.mirror_project

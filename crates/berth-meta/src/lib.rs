@@ -543,8 +543,16 @@ impl MetaStore {
         let now = now_ms();
         let digest = m.digest.to_string();
         let mut tx = self.begin_write().await?;
-        let checked_blobs = if m.from_upstream { &[][..] } else { &m.blobs[..] };
-        let checked_children = if m.from_upstream { &[][..] } else { &m.children[..] };
+        let checked_blobs = if m.from_upstream {
+            &[][..]
+        } else {
+            &m.blobs[..]
+        };
+        let checked_children = if m.from_upstream {
+            &[][..]
+        } else {
+            &m.children[..]
+        };
         for (blob, claimed) in checked_blobs {
             let size: Option<i64> = sqlx::query_scalar(
                 "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest AND b.state = 'live'

@@ -103,6 +103,9 @@ fn reason(body: &[u8]) -> String {
         #[serde(default)]
         message: String,
     }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return "(no reason given)".into();
+    }
     match serde_json::from_slice::<E>(body) {
         Ok(e) if !e.errors.is_empty() => e
             .errors
@@ -168,7 +171,11 @@ impl Upstream {
         let mut b = reqwest::Client::builder()
             .connect_timeout(cfg.timeout.0.min(Duration::from_secs(10)))
             .read_timeout(cfg.timeout.0)
-            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION"), " (pull-through cache)"));
+            .user_agent(concat!(
+                "berth/",
+                env!("CARGO_PKG_VERSION"),
+                " (pull-through cache)"
+            ));
         if let Some(path) = &cfg.ca_file {
             let pem = std::fs::read(path)
                 .map_err(|e| format!("proxy {}: ca_file {}: {e}", cfg.name, path.display()))?;
@@ -257,7 +264,10 @@ impl Upstream {
             .map(Duration::from_secs)
             .unwrap_or(DEFAULT_TOKEN_TTL);
         // Renew a little early so a token never expires between check and use.
-        let until = Instant::now() + ttl.saturating_sub(Duration::from_secs(10)).max(Duration::from_secs(5));
+        let until = Instant::now()
+            + ttl
+                .saturating_sub(Duration::from_secs(10))
+                .max(Duration::from_secs(5));
         self.tokens
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -362,7 +372,12 @@ impl Upstream {
         accept: &[String],
     ) -> Result<ManifestHead> {
         let resp = self
-            .send(Method::HEAD, &self.manifest_url(repo, reference), repo, accept)
+            .send(
+                Method::HEAD,
+                &self.manifest_url(repo, reference),
+                repo,
+                accept,
+            )
             .await?;
         match resp.status() {
             s if s.is_success() => {}
@@ -396,7 +411,12 @@ impl Upstream {
         accept: &[String],
     ) -> Result<FetchedManifest> {
         let resp = self
-            .send(Method::GET, &self.manifest_url(repo, reference), repo, accept)
+            .send(
+                Method::GET,
+                &self.manifest_url(repo, reference),
+                repo,
+                accept,
+            )
             .await?;
         match resp.status() {
             s if s.is_success() => {}
@@ -514,7 +534,10 @@ mod tests {
         let (s, p) = parse_challenge(r#"Basic realm="x""#).unwrap();
         assert_eq!((s.as_str(), p["realm"].as_str()), ("basic", "x"));
         let (_, p) = parse_challenge("Bearer realm=http://a/t,service=s").unwrap();
-        assert_eq!((p["realm"].as_str(), p["service"].as_str()), ("http://a/t", "s"));
+        assert_eq!(
+            (p["realm"].as_str(), p["service"].as_str()),
+            ("http://a/t", "s")
+        );
     }
 
     #[test]

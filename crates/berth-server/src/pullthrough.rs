@@ -75,8 +75,13 @@ impl ProxyMetrics {
 enum FetchState {
     Starting,
     /// `published` bytes of `size` may be sent; the last piece waits for verification.
-    Streaming { size: u64, published: u64 },
-    Done { size: u64 },
+    Streaming {
+        size: u64,
+        published: u64,
+    },
+    Done {
+        size: u64,
+    },
     Failed(String),
 }
 
@@ -144,10 +149,16 @@ impl PullThrough {
                 }),
             );
         }
+        // Spool files are only ever read by the fetch that wrote them: what a previous process
+        // left behind (killed mid-fetch) is garbage.
+        let spool_dir = config.data_dir.join("proxy-spool");
+        if spool_dir.exists() {
+            let _ = std::fs::remove_dir_all(&spool_dir);
+        }
         Ok(PullThrough {
             projects,
             namespaces,
-            spool_dir: config.data_dir.join("proxy-spool"),
+            spool_dir,
             fetches: Mutex::new(HashMap::new()),
             validated: Mutex::new(HashMap::new()),
             metrics: ProxyMetrics::default(),
@@ -241,7 +252,9 @@ pub async fn get_manifest(
                     px.metrics.manifest_hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(row);
                 }
-                Err(ApiError::Oci(e)) if e.code == ErrorCode::ManifestUnknown || e.code == ErrorCode::NameUnknown => {}
+                Err(ApiError::Oci(e))
+                    if e.code == ErrorCode::ManifestUnknown || e.code == ErrorCode::NameUnknown => {
+                }
                 Err(e) => return Err(e),
             }
             px.metrics.manifest_misses.fetch_add(1, Ordering::Relaxed);
@@ -256,7 +269,10 @@ pub async fn get_manifest(
             if &m.digest != d {
                 return Err(ApiError::oci(
                     ErrorCode::ManifestInvalid,
-                    format!("pull-through cache {}: upstream sent {} for {d}", p.name, m.digest),
+                    format!(
+                        "pull-through cache {}: upstream sent {} for {d}",
+                        p.name, m.digest
+                    ),
                 ));
             }
             reg.put_upstream_manifest(name, d, None, Some(&m.media_type), m.bytes.to_vec())
@@ -270,31 +286,26 @@ pub async fn get_manifest(
                 px.metrics.manifest_hits.fetch_add(1, Ordering::Relaxed);
                 return reg.get_manifest(name, reference, accept).await;
             }
-            let head = p.upstream.head_manifest(&path, reference, &up_accept).await;
-            let head = match head {
-                Ok(h) => h,
-                Err(UpstreamError::NotFound) => {
-                    px.metrics.error(&UpstreamError::NotFound);
-                    return Err(ApiError::Oci(
-                        OciError::new(
-                            ErrorCode::ManifestUnknown,
-                            format!("{path}:{tag} is not known to the upstream of proxy project {}", p.name),
-                        )
-                        .with_detail(serde_json::json!({ "reference": tag })),
-                    ));
-                }
-                Err(e) => {
-                    px.metrics.error(&e);
-                    if cached.is_some() {
+            // Only a cached tag is revalidated with a HEAD (free on Docker Hub); a tag never
+            // seen is fetched at once.
+            let head = match &cached {
+                None => None,
+                Some(_) => match p.upstream.head_manifest(&path, reference, &up_accept).await {
+                    Ok(h) => Some(h),
+                    Err(UpstreamError::NotFound) => {
+                        px.metrics.error(&UpstreamError::NotFound);
+                        return Err(tag_not_upstream(p, &path, tag));
+                    }
+                    Err(e) => {
+                        px.metrics.error(&e);
                         px.metrics.stale_served.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(project = %p.name, repo = %name, tag, error = %e,
                             "upstream unavailable; serving the cached manifest (stale-if-error)");
                         return reg.get_manifest(name, reference, accept).await;
                     }
-                    return Err(upstream_error(&p.name, &e));
-                }
+                },
             };
-            if let (Some(c), Some(h)) = (&cached, &head.digest)
+            if let (Some(c), Some(h)) = (&cached, head.as_ref().and_then(|h| h.digest.as_ref()))
                 && c == h
             {
                 px.mark_fresh(name, tag);
@@ -305,12 +316,15 @@ pub async fn get_manifest(
             // Fetch by the digest the HEAD named when there is one, so the tag and the bytes
             // cannot disagree if it moves in between.
             let fetch_ref = head
-                .digest
-                .clone()
+                .and_then(|h| h.digest)
                 .map(Reference::Digest)
                 .unwrap_or_else(|| reference.clone());
             let m = match p.upstream.get_manifest(&path, &fetch_ref, &up_accept).await {
                 Ok(m) => m,
+                Err(UpstreamError::NotFound) if cached.is_none() => {
+                    px.metrics.error(&UpstreamError::NotFound);
+                    return Err(tag_not_upstream(p, &path, tag));
+                }
                 Err(e) => {
                     px.metrics.error(&e);
                     if cached.is_some() {
@@ -322,12 +336,31 @@ pub async fn get_manifest(
                     return Err(upstream_error(&p.name, &e));
                 }
             };
-            reg.put_upstream_manifest(name, &m.digest, Some(tag), Some(&m.media_type), m.bytes.to_vec())
-                .await?;
+            reg.put_upstream_manifest(
+                name,
+                &m.digest,
+                Some(tag),
+                Some(&m.media_type),
+                m.bytes.to_vec(),
+            )
+            .await?;
             px.mark_fresh(name, tag);
             reg.get_manifest(name, reference, accept).await
         }
     }
+}
+
+fn tag_not_upstream(p: &ProxyProject, path: &str, tag: &str) -> ApiError {
+    ApiError::Oci(
+        OciError::new(
+            ErrorCode::ManifestUnknown,
+            format!(
+                "{path}:{tag} is not known to the upstream of proxy project {}",
+                p.name
+            ),
+        )
+        .with_detail(serde_json::json!({ "reference": tag })),
+    )
 }
 
 /// A blob in a proxy project, as the blob handler serves it.
@@ -405,7 +438,10 @@ pub async fn get_blob(
             }
         }
         if rx.changed().await.is_err() {
-            return Err(ApiError::oci(ErrorCode::Internal, "the upstream fetch ended"));
+            return Err(ApiError::oci(
+                ErrorCode::Internal,
+                "the upstream fetch ended",
+            ));
         }
     };
     Ok(ProxyBlob::Streaming {
@@ -417,8 +453,11 @@ pub async fn get_blob(
 fn blob_upstream_error(project: &str, digest: &Digest, e: &UpstreamError) -> ApiError {
     match e {
         UpstreamError::NotFound => ApiError::Oci(
-            OciError::new(ErrorCode::BlobUnknown, "blob unknown to registry and its upstream")
-                .with_detail(serde_json::json!({ "digest": digest.to_string() })),
+            OciError::new(
+                ErrorCode::BlobUnknown,
+                "blob unknown to registry and its upstream",
+            )
+            .with_detail(serde_json::json!({ "digest": digest.to_string() })),
         ),
         other => upstream_error(project, other),
     }
@@ -433,11 +472,7 @@ fn join_fetch(
     path: String,
 ) -> ApiResult<Arc<Fetch>> {
     let key = (p.name.clone(), digest.clone());
-    let mut fetches = reg
-        .proxy
-        .fetches
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let mut fetches = reg.proxy.fetches.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(f) = fetches.get(&key) {
         return Ok(f.clone());
     }
@@ -459,7 +494,9 @@ fn join_fetch(
         let result = run_fetch(&reg, &p, &name, &digest, &path, &task_fetch).await;
         if let Err(msg) = &result {
             tracing::warn!(project = %p.name, repo = %name, %digest, error = %msg, "upstream blob fetch failed");
-            task_fetch.state.send_replace(FetchState::Failed(msg.clone()));
+            task_fetch
+                .state
+                .send_replace(FetchState::Failed(msg.clone()));
         }
         reg.proxy
             .fetches
@@ -483,20 +520,29 @@ async fn run_fetch(
         px.metrics.error(&e);
         format!("pull-through cache {}: {e}", p.name)
     })?;
-    let size = resp
-        .content_length()
-        .ok_or_else(|| format!("pull-through cache {}: upstream sent no Content-Length", p.name))?;
+    let size = resp.content_length().ok_or_else(|| {
+        format!(
+            "pull-through cache {}: upstream sent no Content-Length",
+            p.name
+        )
+    })?;
     let mut file = tokio::fs::File::create(&fetch.spool)
         .await
         .map_err(|e| format!("spool file: {e}"))?;
-    fetch.state.send_replace(FetchState::Streaming { size, published: 0 });
+    fetch
+        .state
+        .send_replace(FetchState::Streaming { size, published: 0 });
     let mut hasher = Digester::new(digest.algorithm());
     let mut written = 0u64;
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk: Bytes = chunk.map_err(|e| format!("pull-through cache {}: upstream stream: {e}", p.name))?;
+        let chunk: Bytes =
+            chunk.map_err(|e| format!("pull-through cache {}: upstream stream: {e}", p.name))?;
         if written + chunk.len() as u64 > size {
-            return Err(format!("pull-through cache {}: upstream sent more than {size} bytes", p.name));
+            return Err(format!(
+                "pull-through cache {}: upstream sent more than {size} bytes",
+                p.name
+            ));
         }
         file.write_all(&chunk)
             .await
@@ -572,9 +618,7 @@ fn spool_stream(fetch: Arc<Fetch>, rx: watch::Receiver<FetchState>) -> berth_sto
                         Err(e) => return Some((Err(e), None)),
                     }
                 }
-                let Some(file) = st.file.as_mut() else {
-                    return None;
-                };
+                let file = st.file.as_mut()?;
                 let want = (avail - st.offset).min(CHUNK as u64) as usize;
                 let mut buf = vec![0u8; want];
                 let r = async {
@@ -593,10 +637,7 @@ fn spool_stream(fetch: Arc<Fetch>, rx: watch::Receiver<FetchState>) -> berth_sto
                 return None;
             }
             if st.rx.changed().await.is_err() {
-                return Some((
-                    Err(std::io::Error::other("the upstream fetch ended")),
-                    None,
-                ));
+                return Some((Err(std::io::Error::other("the upstream fetch ended")), None));
             }
         }
     }))
@@ -637,11 +678,26 @@ pub fn metrics_text(m: &ProxyMetrics) -> String {
         l(&m.blob_misses)
     );
     for (name, help, v) in [
-        ("berth_proxy_upstream_bytes_total", "Blob bytes fetched from upstreams.", l(&m.upstream_bytes)),
-        ("berth_proxy_cache_served_bytes_total", "Blob bytes served from the cache.", l(&m.cache_served_bytes)),
-        ("berth_proxy_stale_served_total", "Cached manifests served because the upstream failed.", l(&m.stale_served)),
+        (
+            "berth_proxy_upstream_bytes_total",
+            "Blob bytes fetched from upstreams.",
+            l(&m.upstream_bytes),
+        ),
+        (
+            "berth_proxy_cache_served_bytes_total",
+            "Blob bytes served from the cache.",
+            l(&m.cache_served_bytes),
+        ),
+        (
+            "berth_proxy_stale_served_total",
+            "Cached manifests served because the upstream failed.",
+            l(&m.stale_served),
+        ),
     ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
     }
     let _ = writeln!(
         out,
@@ -653,7 +709,10 @@ pub fn metrics_text(m: &ProxyMetrics) -> String {
         .unwrap_or_else(|e| e.into_inner())
         .iter()
     {
-        let _ = writeln!(out, "berth_proxy_upstream_errors_total{{status=\"{status}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "berth_proxy_upstream_errors_total{{status=\"{status}\"}} {n}"
+        );
     }
     out
 }

@@ -163,8 +163,8 @@ impl Registry {
             .iter()
             .filter_map(|p| berth_core::config::IpBlock::parse(p))
             .collect();
-        let proxy =
-            crate::pullthrough::PullThrough::new(&config).map_err(berth_auth::AuthError::Internal)?;
+        let proxy = crate::pullthrough::PullThrough::new(&config)
+            .map_err(berth_auth::AuthError::Internal)?;
         let registry = Registry {
             proxy,
             trusted_proxies,
@@ -622,8 +622,12 @@ impl Registry {
         content_type: Option<&str>,
         payload: Vec<u8>,
     ) -> ApiResult<()> {
-        let parsed = manifest::parse_manifest(&payload, content_type)
-            .map_err(|e| ApiError::oci(ErrorCode::ManifestInvalid, format!("upstream manifest: {}", e.0)))?;
+        let parsed = manifest::parse_manifest(&payload, content_type).map_err(|e| {
+            ApiError::oci(
+                ErrorCode::ManifestInvalid,
+                format!("upstream manifest: {}", e.0),
+            )
+        })?;
         self.store_manifest(name, digest.clone(), tag, &parsed, payload, None, true)
             .await
             .map(|_| ())

@@ -284,8 +284,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
             "Docker registry-mirrors listener"
         );
         Some(tokio::spawn(async move {
-            berth_server::serve(&mirror_config, mirror_listener, app, stopped.cancelled_owned())
-                .await
+            berth_server::serve(
+                &mirror_config,
+                mirror_listener,
+                app,
+                stopped.cancelled_owned(),
+            )
+            .await
         }))
     };
     let on_signal = stop.clone();

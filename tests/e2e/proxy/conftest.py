@@ -6,15 +6,16 @@
   what the cache asked it. Its admin creates the private project `lib` and the user `puller`
   (developer of `lib`), then pushes `lib/small:1` (one 1 KiB layer), `lib/big:1` (one 64 MiB
   random layer), `lib/multi:1` (an OCI index over linux/amd64 and linux/arm64 images with real
-  gzip tar layers, so containerd can unpack them), `lib/gone:1` and `lib/metrics:1` (never
-  pulled but by the tests that need an uncached tag).
+  gzip tar layers, so containerd can unpack them), `lib/gone:1`, `lib/metrics:1` and
+  `lib/limited:1` (never pulled but by the tests that need an uncached tag).
 - The **downstream** (the cache) is a `berth serve --config FILE` whose FILE declares the proxy
   project `up` for that upstream (credentials of `puller`, `public = true`, `tag_freshness =
   "2s"`, `namespace = "127.0.0.1:<upstream port>"` for containerd's `?ns=`), with its own admin.
 - `containerd`: containerd in a private mount namespace (tests/e2e/clients/conftest.py's
   `Containerd`), driven with `ctr`; needs root.
 - `Nginx`: Debian's nginx as a reverse proxy in front of an upstream, with its whole state in a
-  temporary directory (`nginx -p PREFIX -c CONF -e ERRLOG`), reloadable with a new config.
+  temporary directory (`nginx -p PREFIX -c CONF -e ERRLOG`), reloaded (`-s reload`) to switch
+  between no limit, a 429 for every /v2/ request, and a 429 for every /v2/ request but HEADs.
 
 Every berth started here keeps its log in `<tmp>/berth.log` (see tests/e2e/conftest.py); failure
 messages show the requests the upstream logged.
@@ -254,7 +255,7 @@ class Upstream:
         return settled_log(self.reg)
 
 
-def start_upstream(tmp: Path, names=("small", "big", "multi", "gone", "metrics")) -> Upstream:
+def start_upstream(tmp: Path, names=("small", "big", "multi", "gone", "metrics", "limited")) -> Upstream:
     """An authenticated berth with project `lib` (private), user `puller` (developer of lib) and
     the images `names` pushed as lib/<name>:1."""
     tmp.mkdir(parents=True, exist_ok=True)
@@ -377,12 +378,23 @@ RATE_LIMIT_MARKER = "nginx-e2e-rate-limit"
 RETRY_AFTER = "42"
 
 
-def nginx_conf(prefix: Path, port: int, upstream_port: int, limited: bool) -> str:
-    """A reverse proxy on 127.0.0.1:`port` to the upstream. `limited`: every /v2/ request but the
-    first one per minute answers 429 with an OCI error body naming RATE_LIMIT_MARKER and
-    `Retry-After: 42` (the token endpoint stays unlimited)."""
+LIMITS = {
+    "off": "",
+    # every /v2/ request but the first one a minute
+    "all": "limit_req zone=e2e_all;",
+    # the same for every /v2/ request but HEADs (each limit has a zone of its own, so switching
+    # to it starts afresh: its first request passes)
+    "not-head": "limit_req zone=e2e_not_head;",
+}
+
+
+def nginx_conf(prefix: Path, port: int, upstream_port: int, limited: str, generation: int) -> str:
+    """A reverse proxy on 127.0.0.1:`port` to the upstream, /v2/ limited as LIMITS[`limited`]
+    says: a request over the limit answers 429 with an OCI error body naming RATE_LIMIT_MARKER
+    (a HEAD gets no body) and `Retry-After: 42`. The token endpoint is never limited.
+    GET /e2e-generation answers `generation`: which config the answering worker runs."""
     user = "user root root;\n" if os.geteuid() == 0 else ""
-    limit = "limit_req zone=e2e_limited;" if limited else ""
+    limit = LIMITS[limited]
     body = json.dumps({"errors": [{"code": "TOOMANYREQUESTS",
                                    "message": f"{RATE_LIMIT_MARKER}: slow down, 1 request per minute"}]})
     return f"""
@@ -399,7 +411,12 @@ http {{
     fastcgi_temp_path {prefix}/tmp/fastcgi;
     uwsgi_temp_path {prefix}/tmp/uwsgi;
     scgi_temp_path {prefix}/tmp/scgi;
-    limit_req_zone $binary_remote_addr zone=e2e_limited:1m rate=1r/m;
+    map $request_method $e2e_not_head_key {{
+        HEAD "";
+        default $binary_remote_addr;
+    }}
+    limit_req_zone $binary_remote_addr zone=e2e_all:1m rate=1r/m;
+    limit_req_zone $e2e_not_head_key zone=e2e_not_head:1m rate=1r/m;
     limit_req_status 429;
     server {{
         listen 127.0.0.1:{port};
@@ -416,6 +433,10 @@ http {{
         }}
         location / {{
             proxy_pass http://127.0.0.1:{upstream_port};
+        }}
+        location = /e2e-generation {{
+            default_type text/plain;
+            return 200 "{generation}";
         }}
         location @ratelimited {{
             default_type application/json;
@@ -441,7 +462,8 @@ class Nginx:
         self.port = free_port()
         self.upstream_port = upstream_port
         self.url = f"http://127.0.0.1:{self.port}"
-        self.conf.write_text(nginx_conf(prefix, self.port, upstream_port, limited=False))
+        self.generation = 1
+        self.conf.write_text(nginx_conf(prefix, self.port, upstream_port, "off", self.generation))
         self._check_config()
         self.daemon = Daemon("nginx", self._argv(), prefix / "nginx.stdout")
         self.daemon.wait_until(self._answers, timeout=30)
@@ -460,11 +482,38 @@ class Nginx:
         except OSError:
             return False
 
-    def reload(self, limited: bool) -> None:
-        self.conf.write_text(nginx_conf(self.prefix, self.port, self.upstream_port, limited))
+    def reload(self, limited: str) -> None:
+        """Switch to the limit LIMITS[`limited`]: reload, wait until new connections reach workers
+        of the new config (old workers answer a little longer), then spend the one GET the limit
+        lets through and see the next one answer 429."""
+        self.generation += 1
+        self.conf.write_text(nginx_conf(self.prefix, self.port, self.upstream_port, limited, self.generation))
         self._check_config()
         p = subprocess.run(self._argv("-s", "reload"), capture_output=True, text=True, timeout=30)
         assert p.returncode == 0, f"nginx -s reload: {p.returncode} {p.stderr}{log_tail(self.error_log)}"
+        deadline = time.monotonic() + 20
+        answers = []
+        while True:
+            r = requests.get(f"{self.url}/e2e-generation", timeout=TIMEOUT)
+            answers.append(r.text)
+            if all(a == str(self.generation) for a in answers[-5:]) and len(answers) >= 5:
+                break
+            assert time.monotonic() < deadline, (
+                f"nginx still runs an old config 20 s after the reload to generation {self.generation}: "
+                f"{answers[-10:]}{log_tail(self.error_log)}")
+            time.sleep(0.1)
+        if limited == "off":
+            return
+        deadline = time.monotonic() + 20
+        seen = []
+        while True:
+            r = requests.get(f"{self.url}/v2/", timeout=TIMEOUT)
+            seen.append(r.status_code)
+            if r.status_code == 429:
+                assert RATE_LIMIT_MARKER in r.text, f"nginx's 429 lacks the marker: {describe(r)}"
+                return
+            assert time.monotonic() < deadline, f"nginx never answered 429 after the reload to {limited}: {seen}"
+            time.sleep(0.2)
 
     def stop(self) -> None:
         self.daemon.stop()
