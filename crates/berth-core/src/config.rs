@@ -404,6 +404,10 @@ pub struct ProxyProjectConfig {
     pub tag_freshness: HumanDuration,
     /// One upstream request (headers, or a stall while streaming) may take this long.
     pub timeout: HumanDuration,
+    /// Cached tags older than this (since they were cached or last changed upstream) are
+    /// removed by garbage collection, which then collects what only they held; the next pull
+    /// fetches them again. "0s" keeps the cache until an operator deletes from it.
+    pub cache_max_age: HumanDuration,
 }
 
 impl Default for ProxyProjectConfig {
@@ -418,6 +422,7 @@ impl Default for ProxyProjectConfig {
             public: false,
             tag_freshness: HumanDuration(Duration::from_secs(600)),
             timeout: HumanDuration(Duration::from_secs(30)),
+            cache_max_age: HumanDuration(Duration::from_secs(7 * 24 * 3600)),
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct GcReport {
     pub deleted_blobs: u64,
     pub bytes_freed: u64,
     pub purged_uploads: u64,
+    /// Tags of pull-through cache projects older than their `cache_max_age`.
+    pub expired_cache_tags: u64,
     pub interrupted: bool,
     pub errors: Vec<String>,
 }
@@ -154,6 +156,22 @@ pub async fn run_gc(
         report.purged_uploads = idle.len() as u64;
         report.finished_at = now_ms();
         return Ok(report);
+    }
+
+    // Age-based eviction of pull-through caches: old cached tags go first, so this run
+    // already collects what only they held.
+    for p in &config.proxy.projects {
+        if p.cache_max_age.0.is_zero() {
+            continue;
+        }
+        let before = now_ms() - p.cache_max_age.0.as_millis() as i64;
+        loop {
+            let n = meta.expire_project_tags(&p.name, before, 500).await?;
+            report.expired_cache_tags += n;
+            if n < 500 || cancel.is_cancelled() {
+                break;
+            }
+        }
     }
 
     let mut throttle = DeleteThrottle::new(config.gc.delete_rate);

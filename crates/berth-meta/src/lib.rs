@@ -749,6 +749,30 @@ impl MetaStore {
         Ok(digest.is_some())
     }
 
+    /// Deletes up to `limit` tags of the project's repositories last written before `before`
+    /// (the age-based eviction of a pull-through cache), as tag deletes do: their manifests
+    /// are queued for garbage collection. Returns how many went.
+    pub async fn expire_project_tags(&self, project: &str, before: i64, limit: u32) -> Result<u64> {
+        let old: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT t.repo_id, t.name FROM tags t
+             JOIN repositories r ON r.id = t.repo_id
+             JOIN projects p ON p.id = r.project_id
+             WHERE p.name = $1 AND t.updated_at < $2 LIMIT $3",
+        )
+        .bind(project)
+        .bind(before)
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await?;
+        let mut n = 0;
+        for (repo, tag) in old {
+            if self.delete_tag(repo, &tag).await? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Tags of a repository after `last`, in bytewise order, at most `n`.
     pub async fn list_tags(&self, repo_id: i64, last: Option<&str>, n: u32) -> Result<Vec<String>> {
         let rows = sqlx::query_scalar(

@@ -461,3 +461,31 @@ async fn audit_queries_filter_page_and_prune() {
     assert_eq!(m.prune_audit(1004, 1000).await.unwrap(), 4);
     assert_eq!(m.query_audit(&all).await.unwrap().len(), 6);
 }
+
+#[tokio::test]
+async fn cached_tags_expire_by_project_and_age() {
+    let (_t, m) = store().await;
+    let cache = m.ensure_repo(&repo("hub/library/nginx")).await.unwrap();
+    let local = m.ensure_repo(&repo("team/app")).await.unwrap();
+    // Manifests from an upstream may reference blobs that are not here yet.
+    let mut cached = image(&d("not-here-yet"), 3);
+    cached.from_upstream = true;
+    m.put_manifest(cache, &cached, Some("1.27")).await.unwrap();
+    let cfg = push_blob(&m, local, "cfg").await;
+    m.put_manifest(local, &image(&cfg, 3), Some("v1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        m.expire_project_tags("hub", 0, 100).await.unwrap(),
+        0,
+        "none is that old"
+    );
+    let later = now_ms() + 1;
+    assert_eq!(m.expire_project_tags("hub", later, 100).await.unwrap(), 1);
+    assert!(m.list_tags(cache, None, 10).await.unwrap().is_empty());
+    assert_eq!(
+        m.list_tags(local, None, 10).await.unwrap(),
+        ["v1"],
+        "other projects are untouched"
+    );
+}

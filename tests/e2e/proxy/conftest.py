@@ -2,8 +2,8 @@
 
 - The **upstream** is a `berth serve` with auth on (admin password in BERTH_ADMIN_PASSWORD) and
   JSON logs (BERTH_LOG__FORMAT=json), so every request it answers is one parseable log line
-  (`{"message": "request", "status": …, "span": {"method": …, "path": …}}`): the tests count
-  what the cache asked it. Its admin creates the private project `lib` and the user `puller`
+  (`{"message": "request" | "request failed", "status": …, "span": {"method": …, "path": …}}`):
+  the tests count what the cache asked it. Its admin creates the private project `lib` and the user `puller`
   (developer of `lib`), then pushes `lib/small:1` (one 1 KiB layer), `lib/big:1` (one 64 MiB
   random layer), `lib/multi:1` (an OCI index over linux/amd64 and linux/arm64 images with real
   gzip tar layers, so containerd can unpack them), `lib/gone:1`, `lib/metrics:1` and
@@ -143,16 +143,18 @@ def request_log(reg: Registry) -> list[Logged]:
             rec = json.loads(line)
         except ValueError:
             continue
-        if not isinstance(rec, dict) or rec.get("message") != "request":
+        # One line per answered request: "request", or "request failed" for a 5xx; other lines
+        # inside a request's span carry its method and path too, but no status.
+        if not isinstance(rec, dict) or not str(rec.get("message", "")).startswith("request"):
             continue
         span = rec.get("span") or {}
         fields = rec.get("fields") or {}
         method = span.get("method") or rec.get("method") or fields.get("method")
         path = span.get("path") or rec.get("path") or fields.get("path") or ""
-        status = rec.get("status", fields.get("status", span.get("status")))
-        if method is None:
+        status = rec.get("status", fields.get("status"))
+        if method is None or status is None:
             continue
-        out.append(Logged(str(method), str(path).split("?", 1)[0], int(status) if status is not None else None))
+        out.append(Logged(str(method), str(path).split("?", 1)[0], int(status)))
     return out
 
 

@@ -35,7 +35,6 @@ from .conftest import (
     metric_lines,
     metrics,
     oci_errors,
-    request_log,
     settled_log,
     show_log,
     start_downstream,
