@@ -125,6 +125,16 @@ fn upstream_error(project: &str, e: &UpstreamError) -> ApiError {
                 None => ApiError::Oci(err),
             }
         }
+        // Registries answer 401 for a repository that does not exist as for one the
+        // credentials may not read (Docker Hub: "repository does not exist or may require
+        // authorization"), so neither is a fault of the upstream.
+        UpstreamError::Unauthorized(_) => ApiError::Oci(
+            OciError::new(
+                ErrorCode::NameUnknown,
+                format!("{msg} (the repository may not exist upstream, or the proxy's credentials may not read it)"),
+            )
+            .with_status(404),
+        ),
         _ => ApiError::Oci(OciError::new(ErrorCode::Internal, msg).with_status(502)),
     }
 }

@@ -105,9 +105,20 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
             OciError::new(ErrorCode::Unsupported, "use GET or POST").with_status(405),
         ));
     };
+    let mut requested = scopes(&params);
+    if let Some(crate::v2::MirrorOf(project)) = parts.extensions.get::<crate::v2::MirrorOf>() {
+        // On the Docker mirror listener, docker asks for `library/nginx` and its requests are
+        // served as `<project>/library/nginx`: grant the name they are checked against.
+        let prefix = format!("{project}/");
+        for s in requested.iter_mut().filter(|s| s.kind == "repository") {
+            if !s.name.starts_with(&prefix) {
+                s.name = format!("{prefix}{}", s.name);
+            }
+        }
+    }
     let access = reg
         .auth
-        .grant(&principal, &scopes(&params))
+        .grant(&principal, &requested)
         .await
         .map_err(internal)?;
     let issued = reg
