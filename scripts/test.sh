@@ -42,3 +42,7 @@ BERTH_E2E_AUTH=off .venv/bin/pytest tests/e2e/clients -p no:cacheprovider -ra "$
 if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then
   exit "$status"
 fi
+
+step "benchmark, quick mode (small sizes, figures only: never judged in CI)"
+# So the benchmark never rots; see docs/benchmarks.md. Any failed request fails the run.
+scripts/bench.sh --quick

@@ -54,6 +54,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub audit: AuditConfig,
     pub proxy: ProxyConfig,
+    pub storage: StorageConfig,
 }
 
 impl Default for Config {
@@ -70,6 +71,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             audit: AuditConfig::default(),
             proxy: ProxyConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -370,6 +372,69 @@ impl Default for AuditConfig {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// Blobs under `data_dir/blobs`.
+    Filesystem,
+    /// Blobs in an S3-compatible bucket (`[storage.s3]`).
+    S3,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Where blob bytes live: "filesystem" or "s3".
+    pub backend: StorageBackend,
+    pub s3: S3StorageConfig,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: StorageBackend::Filesystem,
+            s3: S3StorageConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3StorageConfig {
+    pub bucket: String,
+    pub region: String,
+    /// A custom endpoint (MinIO, Ceph RGW, Garage): `https://s3.example.com:9000`. Empty: AWS.
+    pub endpoint: String,
+    /// Credentials; empty: the standard AWS environment (`AWS_ACCESS_KEY_ID`, ...).
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Path-style addressing (`endpoint/bucket/key`), which most self-hosted servers need;
+    /// false: virtual-host style (`bucket.endpoint/key`).
+    pub path_style: bool,
+    /// Every key starts with this (several registries can share a bucket).
+    pub prefix: String,
+    /// Size of the parts uploads are staged and assembled in (at least 5MiB, S3's minimum).
+    pub part_size: ByteSize,
+    /// Allow a plain-HTTP endpoint.
+    pub allow_http: bool,
+}
+
+impl Default for S3StorageConfig {
+    fn default() -> Self {
+        S3StorageConfig {
+            bucket: String::new(),
+            region: "us-east-1".into(),
+            endpoint: String::new(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            path_style: true,
+            prefix: String::new(),
+            part_size: ByteSize::mib(16),
+            allow_http: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyConfig {
@@ -528,6 +593,16 @@ impl Config {
                  of a long upload must outlive the session",
                 self.gc.grace_period, self.uploads.purge_after
             ));
+        }
+        if self.storage.backend == StorageBackend::S3 {
+            if self.storage.s3.bucket.is_empty() {
+                return Err("storage.s3.bucket must be set when storage.backend = \"s3\"".into());
+            }
+            if self.storage.s3.part_size.as_u64() < 5 * 1024 * 1024 {
+                return Err(
+                    "storage.s3.part_size must be at least 5MiB (S3's minimum part)".into(),
+                );
+            }
         }
         let mut names = std::collections::HashSet::new();
         for p in &self.proxy.projects {

@@ -4,6 +4,8 @@
 //! live, and who may see it, is the MetaStore's business, not this crate's.
 
 mod fs;
+#[cfg(feature = "s3")]
+mod s3;
 
 use std::fmt;
 use std::io;
@@ -15,6 +17,8 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 pub use fs::FsBlobStore;
+#[cfg(feature = "s3")]
+pub use s3::{DEFAULT_PART_SIZE as S3_DEFAULT_PART_SIZE, S3BlobStore, S3Config};
 
 /// A stream of body bytes, as an upload request delivers them or a blob read returns them.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'static>>;
@@ -24,6 +28,9 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'sta
 pub enum StorageErrorKind {
     NotFound,
     Timeout,
+    /// The storage service refused the credentials or the permission (S3 401/403): a
+    /// configuration problem, not worth retrying.
+    Unauthorized,
     Io,
 }
 
@@ -123,7 +130,7 @@ impl BlobKey {
     }
 }
 
-/// The blob store: filesystem now, object storage later, one conformance suite for both.
+/// The blob store: filesystem or S3, one conformance suite for both.
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
     /// Creates the (empty) staging area of a new upload.

@@ -61,6 +61,9 @@ pub fn render(config: &Config) -> String {
     if !config.auth.ldap.bind_password.is_empty() {
         config.auth.ldap.bind_password = "********".into();
     }
+    if !config.storage.s3.secret_access_key.is_empty() {
+        config.storage.s3.secret_access_key = "********".into();
+    }
     for p in &mut config.proxy.projects {
         if !p.password.is_empty() {
             p.password = "********".into();
