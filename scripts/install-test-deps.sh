@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the full test suite drives: real container clients from Debian, OpenLDAP
 # (slapd and ldap-utils, for the LDAP tests, which start their own slapd in a temporary
-# directory) and the Python test runner with oras in a venv at .venv. Safe to run again; it
-# skips what is present.
+# directory), the Python test runner with oras in a venv at .venv, and moto (a local S3 for the
+# S3 BlobStore tests) in a venv at .venv-s3. Safe to run again; it skips what is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,3 +33,5 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt
+
+scripts/s3-test-server.sh --install

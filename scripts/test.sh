@@ -21,6 +21,12 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "local S3 (moto) for the S3 BlobStore tests"
+trap 'scripts/s3-test-server.sh --stop' EXIT
+BERTH_TEST_S3_ENDPOINT=$(scripts/s3-test-server.sh)
+export BERTH_TEST_S3_ENDPOINT
+echo "$BERTH_TEST_S3_ENDPOINT"
+
 step "cargo test (unit and in-process)"
 cargo test --workspace --locked
 

@@ -158,6 +158,7 @@ pub struct MetaStore {
     write: SqlitePool,
     cache: std::sync::Arc<cache::ReadCache>,
     auth_version: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    committer: tokio::sync::mpsc::Sender<CommitRequest>,
 }
 
 fn parse_digest(s: &str) -> Result<Digest> {
@@ -190,11 +191,14 @@ impl MetaStore {
             .fetch_one(&write)
             .await?;
         cache::watch_other_writers(cache.clone(), write.clone(), version);
+        let (committer, queue) = tokio::sync::mpsc::channel(GROUP_COMMIT_MAX * 4);
+        tokio::spawn(group_committer(write.clone(), queue));
         Ok(MetaStore {
             read,
             write,
             cache,
             auth_version: Default::default(),
+            committer,
         })
     }
 
@@ -463,11 +467,10 @@ impl MetaStore {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Turns a finished upload into a blob linked to its repository, in one transaction: the
-    /// upload row goes, the blob row appears (unless a live generation of the digest exists,
-    /// which is then shared), and the repository link is written. `stored` is the generation
-    /// and size of the upload's bytes, which must already be durable; with `None` the commit
-    /// only succeeds by sharing a live generation, and otherwise changes nothing (`NotLive`).
+    /// Records a finished upload: the blob (unless a live generation exists) and the
+    /// repository's link, and ends the session. Concurrent calls are committed together in
+    /// one transaction (group commit): with many small pushes in flight, one WAL fsync covers
+    /// them all instead of one each.
     pub async fn commit_blob(
         &self,
         upload_id: &str,
@@ -475,59 +478,20 @@ impl MetaStore {
         digest: &Digest,
         stored: Option<(&str, u64)>,
     ) -> Result<CommitOutcome> {
-        let now = now_ms();
-        let d = digest.to_string();
-        let mut tx = self.begin_write().await?;
-        let existing: Option<String> =
-            sqlx::query_scalar("SELECT generation FROM blobs WHERE digest = $1 AND state = 'live'")
-                .bind(&d)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let outcome = match existing {
-            Some(generation) => {
-                sqlx::query(
-                    "UPDATE blobs SET touched_at = $2 WHERE digest = $1 AND state = 'live'",
-                )
-                .bind(&d)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                CommitOutcome::AlreadyLive { generation }
-            }
-            None => {
-                let Some((generation, size)) = stored else {
-                    return Ok(CommitOutcome::NotLive);
-                };
-                sqlx::query(
-                    "INSERT INTO blobs (digest, generation, size, state, created_at, touched_at)
-                     VALUES ($1, $2, $3, 'live', $4, $4)",
-                )
-                .bind(&d)
-                .bind(generation)
-                .bind(size as i64)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                CommitOutcome::Stored
-            }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let req = CommitRequest {
+            upload_id: upload_id.to_owned(),
+            repo_id,
+            digest: digest.clone(),
+            stored: stored.map(|(g, s)| (g.to_owned(), s)),
+            reply,
         };
-        sqlx::query(
-            "INSERT INTO repo_blobs (repo_id, digest, linked_at) VALUES ($1, $2, $3)
-             ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
-        )
-        .bind(repo_id)
-        .bind(&d)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM uploads WHERE id = $1")
-            .bind(upload_id)
-            .execute(&mut *tx)
-            .await?;
-        // A blob that no manifest ever references is collected after the grace period.
-        gc::enqueue_blob(&mut tx, &d, now).await?;
-        tx.commit().await?;
-        Ok(outcome)
+        if self.committer.send(req).await.is_err() {
+            return Err(MetaError::Corrupt("the blob committer has stopped".into()));
+        }
+        answer
+            .await
+            .map_err(|_| MetaError::Corrupt("the blob committer has stopped".into()))?
     }
 
     // ---- manifests and tags ----
@@ -863,3 +827,113 @@ async fn mark_untagged_if_orphan(
 
 #[cfg(test)]
 mod tests;
+
+/// One `commit_blob` waiting for the group committer.
+struct CommitRequest {
+    upload_id: String,
+    repo_id: i64,
+    digest: Digest,
+    stored: Option<(String, u64)>,
+    reply: tokio::sync::oneshot::Sender<Result<CommitOutcome>>,
+}
+
+/// Requests committed together at most.
+const GROUP_COMMIT_MAX: usize = 64;
+
+/// Commits queued `commit_blob` requests: each batch is whatever queued while the previous
+/// one committed, in one transaction. If a batch fails, its requests are retried one by one
+/// so each caller gets its own answer.
+async fn group_committer(write: SqlitePool, mut rx: tokio::sync::mpsc::Receiver<CommitRequest>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < GROUP_COMMIT_MAX {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        match commit_batch(&write, &batch).await {
+            Ok(outcomes) => {
+                for (req, o) in batch.into_iter().zip(outcomes) {
+                    let _ = req.reply.send(Ok(o));
+                }
+            }
+            Err(_) if batch.len() > 1 => {
+                for req in batch {
+                    let r = commit_batch(&write, std::slice::from_ref(&req))
+                        .await
+                        .map(|mut v| v.remove(0));
+                    let _ = req.reply.send(r);
+                }
+            }
+            Err(e) => {
+                if let Some(req) = batch.pop() {
+                    let _ = req.reply.send(Err(e));
+                }
+            }
+        }
+    }
+}
+
+async fn commit_batch(write: &SqlitePool, batch: &[CommitRequest]) -> Result<Vec<CommitOutcome>> {
+    let now = now_ms();
+    let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for req in batch {
+        let d = req.digest.to_string();
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT generation FROM blobs WHERE digest = $1 AND state = 'live'")
+                .bind(&d)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let outcome = match existing {
+            Some(generation) => {
+                sqlx::query(
+                    "UPDATE blobs SET touched_at = $2 WHERE digest = $1 AND state = 'live'",
+                )
+                .bind(&d)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                CommitOutcome::AlreadyLive { generation }
+            }
+            None => match &req.stored {
+                None => {
+                    outcomes.push(CommitOutcome::NotLive);
+                    continue;
+                }
+                Some((generation, size)) => {
+                    sqlx::query(
+                        "INSERT INTO blobs (digest, generation, size, state, created_at, touched_at)
+                         VALUES ($1, $2, $3, 'live', $4, $4)",
+                    )
+                    .bind(&d)
+                    .bind(generation)
+                    .bind(*size as i64)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    CommitOutcome::Stored
+                }
+            },
+        };
+        sqlx::query(
+            "INSERT INTO repo_blobs (repo_id, digest, linked_at) VALUES ($1, $2, $3)
+             ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
+        )
+        .bind(req.repo_id)
+        .bind(&d)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM uploads WHERE id = $1")
+            .bind(&req.upload_id)
+            .execute(&mut *tx)
+            .await?;
+        // A blob that no manifest ever references is collected after the grace period.
+        gc::enqueue_blob(&mut tx, &d, now).await?;
+        outcomes.push(outcome);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}

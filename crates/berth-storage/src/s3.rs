@@ -208,11 +208,13 @@ impl S3BlobStore {
                 .map_err(|e| config_err(format!("invalid key prefix {prefix:?}: {e}")))?
         };
         // No whole-request timeout: a blob read is one GET streamed to the client for as long
-        // as the client takes. A stalled connection is caught by the read timeout instead.
+        // as the client takes. A stalled connection is caught by the read timeout instead,
+        // which (in reqwest) runs from the start of a request to its response headers, so it
+        // also bounds the upload of one part: 120 s is 16 MiB at 140 KB/s.
         let client = ClientOptions::new()
             .with_timeout_disabled()
             .with_connect_timeout(Duration::from_secs(10))
-            .with_read_timeout(Duration::from_secs(60));
+            .with_read_timeout(Duration::from_secs(120));
         let mut b = AmazonS3Builder::from_env()
             .with_client_options(client)
             .with_allow_http(cfg.allow_http)
@@ -252,7 +254,7 @@ impl S3BlobStore {
     /// One cheap request (a listing of at most one page of the prefix), to find a wrong
     /// endpoint, bucket or credentials at startup rather than at the first push.
     pub async fn check(&self) -> Result<(), StorageError> {
-        let root = self.root.child("blobs");
+        let root = self.root.clone().join("blobs");
         self.store
             .list_with_delimiter(Some(&root))
             .await
@@ -269,28 +271,28 @@ impl S3BlobStore {
     }
 
     fn uploads_root(&self) -> Path {
-        self.root.child("uploads")
+        self.root.clone().join("uploads")
     }
 
     fn blobs_root(&self) -> Path {
-        self.root.child("blobs")
+        self.root.clone().join("blobs")
     }
 
     fn upload_prefix(&self, id: &UploadId) -> Path {
-        self.uploads_root().child(id.to_string())
+        self.uploads_root().join(id.to_string())
     }
 
     fn chunk_path(&self, id: &UploadId, start: u64) -> Path {
-        self.upload_prefix(id).child(format!("{start:020}"))
+        self.upload_prefix(id).join(format!("{start:020}"))
     }
 
     fn blob_path(&self, key: &BlobKey) -> Path {
         let hex = key.digest.hex();
         self.blobs_root()
-            .child(key.digest.algorithm().as_str())
-            .child(&hex[..2])
-            .child(hex)
-            .child(key.generation.as_str())
+            .join(key.digest.algorithm().as_str())
+            .join(&hex[..2])
+            .join(hex)
+            .join(key.generation.as_str())
     }
 
     /// Lists an upload's objects; `NotFound` if there are none (never created, or deleted).
@@ -312,13 +314,12 @@ impl S3BlobStore {
         let mut chunks = Vec::new();
         let mut others = Vec::new();
         for m in metas {
-            let start = m
-                .location
-                .prefix_match(&prefix)
-                .and_then(|mut rest| match (rest.next(), rest.next()) {
+            let start = m.location.prefix_match(&prefix).and_then(|mut rest| {
+                match (rest.next(), rest.next()) {
                     (Some(name), None) => parse_chunk_name(name.as_ref()),
                     _ => None,
-                });
+                }
+            });
             match start {
                 Some(start) => chunks.push(Chunk {
                     start,
@@ -594,7 +595,7 @@ where
 #[async_trait]
 impl BlobStore for S3BlobStore {
     async fn create_upload(&self, id: &UploadId) -> Result<(), StorageError> {
-        let path = self.upload_prefix(id).child(MARKER);
+        let path = self.upload_prefix(id).join(MARKER);
         self.store
             .put(&path, PutPayload::new())
             .await
@@ -764,7 +765,7 @@ impl BlobStore for S3BlobStore {
             return Ok(Box::pin(stream::empty()));
         }
         let opts = GetOptions {
-            range: Some(GetRange::Bounded(offset..offset + len)),
+            range: Some(GetRange::Bounded(offset..offset.saturating_add(len))),
             ..Default::default()
         };
         let got = self
@@ -931,6 +932,46 @@ mod tests {
         let p = multipart_part_size(1 << 40, 16 << 20);
         assert_eq!(p, 105 << 20);
         assert!((1u64 << 40).div_ceil(p) <= MAX_PARTS);
+    }
+
+    #[test]
+    fn error_kinds() {
+        let boxed = |e: io::Error| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) };
+        let nf = object_store::Error::NotFound {
+            path: "p".into(),
+            source: boxed(io::Error::other("404")),
+        };
+        assert_eq!(kind_of(&nf), StorageErrorKind::NotFound);
+        assert_eq!(to_io(nf).kind(), io::ErrorKind::NotFound);
+        let denied = object_store::Error::PermissionDenied {
+            path: "p".into(),
+            source: boxed(io::Error::other("403")),
+        };
+        assert_eq!(kind_of(&denied), StorageErrorKind::Unauthorized);
+        let unauth = object_store::Error::Unauthenticated {
+            path: "p".into(),
+            source: boxed(io::Error::other("401")),
+        };
+        assert_eq!(kind_of(&unauth), StorageErrorKind::Unauthorized);
+        let timeout = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(HttpError::new(
+                HttpErrorKind::Timeout,
+                io::Error::other("slow"),
+            )),
+        };
+        assert_eq!(kind_of(&timeout), StorageErrorKind::Timeout);
+        assert_eq!(to_io(timeout).kind(), io::ErrorKind::TimedOut);
+        let nested = object_store::Error::Generic {
+            store: "S3",
+            source: boxed(io::Error::new(io::ErrorKind::TimedOut, "read")),
+        };
+        assert_eq!(kind_of(&nested), StorageErrorKind::Timeout);
+        let other = object_store::Error::Generic {
+            store: "S3",
+            source: boxed(io::Error::other("500")),
+        };
+        assert_eq!(kind_of(&other), StorageErrorKind::Io);
     }
 
     #[test]
