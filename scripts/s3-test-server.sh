@@ -9,14 +9,14 @@
 #                                         URL (the only line on stdout); PORT defaults to a free one
 #   scripts/s3-test-server.sh --stop      stop the server this script started
 #
-# Then: BERTH_TEST_S3_ENDPOINT=<url> cargo test -p berth-storage
-# Environment: BERTH_TEST_S3_BUCKET (default berth-test), BERTH_S3_TEST_PORT (instead of PORT).
+# Then: S3_TEST_ENDPOINT=<url> cargo test -p berth-storage
+# Environment: S3_TEST_BUCKET (default berth-test), S3_TEST_PORT (instead of PORT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=.venv-s3
 MOTO_SPEC='moto[server]==5.2.5'
-BUCKET=${BERTH_TEST_S3_BUCKET:-berth-test}
+BUCKET=${S3_TEST_BUCKET:-berth-test}
 PIDFILE=$VENV/moto.pid
 LOG=$VENV/moto.log
 
@@ -59,7 +59,7 @@ esac
 install
 stop # a server left over from an earlier run of this script
 
-PORT=${1:-${BERTH_S3_TEST_PORT:-}}
+PORT=${1:-${S3_TEST_PORT:-}}
 if [ -z "$PORT" ]; then
   PORT=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 fi

@@ -23,9 +23,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "local S3 (moto) for the S3 BlobStore tests"
 trap 'scripts/s3-test-server.sh --stop' EXIT
-BERTH_TEST_S3_ENDPOINT=$(scripts/s3-test-server.sh)
-export BERTH_TEST_S3_ENDPOINT
-echo "$BERTH_TEST_S3_ENDPOINT"
+S3_TEST_ENDPOINT=$(scripts/s3-test-server.sh)
+export S3_TEST_ENDPOINT
+echo "$S3_TEST_ENDPOINT"
 
 step "cargo test (unit and in-process)"
 cargo test --workspace --locked
@@ -45,6 +45,15 @@ step "real-client suite again, against berth serve --no-auth"
 # the extra pytest arguments selected no client test, which is not a failure here.
 status=0
 BERTH_E2E_AUTH=off .venv/bin/pytest tests/e2e/clients -p no:cacheprovider -ra "$@" || status=$?
+if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then
+  exit "$status"
+fi
+
+step "registry-core suites again, with blobs in S3 (moto)"
+# The conformance port and every real client against berth with storage.backend = "s3".
+status=0
+BERTH_E2E_STORAGE=s3 OCI_AUTOMATIC_CROSSMOUNT=1 .venv/bin/pytest tests/e2e/conformance tests/e2e/clients \
+  -p no:cacheprovider -ra "$@" || status=$?
 if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then
   exit "$status"
 fi

@@ -37,6 +37,33 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 # BERTH_E2E_AUTH=off: the session's registry runs with --no-auth (see the module docstring).
 AUTH = os.environ.get("BERTH_E2E_AUTH", "on").strip().lower() not in ("off", "0", "false", "no")
 ADMIN_USER = "admin"
+# BERTH_E2E_STORAGE=s3: the session's registry keeps its blobs in the S3 server at
+# S3_TEST_ENDPOINT (scripts/s3-test-server.sh starts moto; bucket `berth-test`), each session
+# under its own key prefix.
+STORAGE = os.environ.get("BERTH_E2E_STORAGE", "filesystem").strip().lower()
+
+
+def storage_env() -> dict:
+    """Configuration (as BERTH_* variables) for the session's blob store."""
+    if STORAGE == "filesystem":
+        return {}
+    if STORAGE != "s3":
+        raise RuntimeError(f"BERTH_E2E_STORAGE={STORAGE!r}: use filesystem or s3")
+    endpoint = os.environ.get("S3_TEST_ENDPOINT")
+    if not endpoint:
+        message = "BERTH_E2E_STORAGE=s3 needs S3_TEST_ENDPOINT (scripts/s3-test-server.sh prints it)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return {
+        "BERTH_STORAGE__BACKEND": "s3",
+        "BERTH_STORAGE__S3__ENDPOINT": endpoint,
+        "BERTH_STORAGE__S3__BUCKET": "berth-test",
+        "BERTH_STORAGE__S3__PREFIX": f"e2e-{secrets.token_hex(6)}/",
+        "BERTH_STORAGE__S3__ALLOW_HTTP": "true",
+        "BERTH_STORAGE__S3__ACCESS_KEY_ID": "berth-test",
+        "BERTH_STORAGE__S3__SECRET_ACCESS_KEY": "berth-test",
+    }
 
 
 def berth_env(extra: dict | None = None) -> dict:
@@ -169,7 +196,11 @@ def registry():
         admin_password = secrets.token_urlsafe(24)
         reg = start_berth(
             tmp,
-            env={"BERTH_ADMIN_PASSWORD": admin_password, "BERTH_AUTH__AUTO_CREATE_PROJECTS": "true"},
+            env={
+                "BERTH_ADMIN_PASSWORD": admin_password,
+                "BERTH_AUTH__AUTO_CREATE_PROJECTS": "true",
+                **storage_env(),
+            },
         )
         user, password = "e2e-user", secrets.token_urlsafe(24)
         import requests
@@ -185,7 +216,7 @@ def registry():
             raise RuntimeError(f"creating the e2e user failed: {r.status_code} {r.text}")
         reg.user, reg.password = user, password
     else:
-        reg = start_berth(tmp, ["--no-auth"])
+        reg = start_berth(tmp, ["--no-auth"], env=storage_env())
     yield reg
     stop_berth(reg)
     if reg.proc is not None and reg.proc.returncode not in (0, None):

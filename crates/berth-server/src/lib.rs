@@ -98,13 +98,24 @@ pub fn mirror_router(registry: Arc<Registry>, project: &str) -> Router {
 }
 
 async fn readyz(axum::extract::State(reg): axum::extract::State<Arc<Registry>>) -> Response {
-    match reg.meta.ping().await {
-        Ok(()) => "ready".into_response(),
+    if let Err(e) = reg.meta.ping().await {
+        tracing::warn!(error = %e, "readiness check failed: database");
+        return (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response();
+    }
+    // Asking for the size of a blob that cannot exist: "not found" proves the store answers.
+    let probe = berth_storage::BlobKey::from_upload(
+        berth_core::Digest::sha256_of(b"berth readiness probe"),
+        &berth_storage::UploadId::parse("00000000-0000-4000-8000-000000000000").unwrap_or_default(),
+    );
+    match reg.blobs.blob_size(&probe).await {
+        Ok(_) => {}
+        Err(e) if e.kind == berth_storage::StorageErrorKind::NotFound => {}
         Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+            tracing::warn!(error = %e, "readiness check failed: blob store");
+            return (StatusCode::SERVICE_UNAVAILABLE, "blob store unreachable").into_response();
         }
     }
+    "ready".into_response()
 }
 
 /// Gives every request an id (the client's `X-Request-Id` if it sent a sane one), a span

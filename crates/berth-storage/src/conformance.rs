@@ -179,7 +179,7 @@ async fn filesystem_backend() {
     run_all(&store).await;
 }
 
-/// Needs an S3 endpoint in BERTH_TEST_S3_ENDPOINT (scripts/s3-test-server.sh starts one).
+/// Needs an S3 endpoint in S3_TEST_ENDPOINT (scripts/s3-test-server.sh starts one).
 #[cfg(feature = "s3")]
 #[tokio::test]
 async fn s3_backend() {

@@ -215,8 +215,16 @@ impl S3BlobStore {
             .with_timeout_disabled()
             .with_connect_timeout(Duration::from_secs(10))
             .with_read_timeout(Duration::from_secs(120));
+        // object_store's default retries last up to three minutes; a client waiting on a push
+        // or a node starting against a dead endpoint should hear about it sooner.
+        let retry = object_store::RetryConfig {
+            max_retries: 4,
+            retry_timeout: Duration::from_secs(30),
+            ..Default::default()
+        };
         let mut b = AmazonS3Builder::from_env()
             .with_client_options(client)
+            .with_retry(retry)
             .with_allow_http(cfg.allow_http)
             .with_bucket_name(&cfg.bucket)
             .with_virtual_hosted_style_request(!cfg.path_style);
@@ -873,25 +881,23 @@ impl BlobStore for S3BlobStore {
     }
 }
 
-/// The S3 endpoint for tests (`BERTH_TEST_S3_ENDPOINT`, e.g. from `scripts/s3-test-server.sh`)
+/// The S3 endpoint for tests (`S3_TEST_ENDPOINT`, e.g. from `scripts/s3-test-server.sh`)
 /// and a store on it under a fresh prefix, so tests never see each other's objects. Without the
 /// variable the S3 tests are skipped with a note, except under `CI=true`, where a missing
 /// server fails them.
 #[cfg(test)]
 pub(crate) fn test_store(part_size: usize) -> Option<S3BlobStore> {
-    let Some(endpoint) = std::env::var("BERTH_TEST_S3_ENDPOINT")
+    let Some(endpoint) = std::env::var("S3_TEST_ENDPOINT")
         .ok()
         .filter(|s| !s.is_empty())
     else {
         if std::env::var("CI").as_deref() == Ok("true") {
-            panic!(
-                "BERTH_TEST_S3_ENDPOINT is not set under CI=true: start scripts/s3-test-server.sh"
-            );
+            panic!("S3_TEST_ENDPOINT is not set under CI=true: start scripts/s3-test-server.sh");
         }
-        eprintln!("note: BERTH_TEST_S3_ENDPOINT is not set; skipping the S3 backend test");
+        eprintln!("note: S3_TEST_ENDPOINT is not set; skipping the S3 backend test");
         return None;
     };
-    let bucket = std::env::var("BERTH_TEST_S3_BUCKET").unwrap_or_else(|_| "berth-test".into());
+    let bucket = std::env::var("S3_TEST_BUCKET").unwrap_or_else(|_| "berth-test".into());
     let cfg = S3Config {
         region: Some("us-east-1".into()),
         endpoint: Some(endpoint),

@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use berth_core::config::{Config, LogFormat};
+use berth_core::config::{Config, LogFormat, StorageBackend};
 use berth_meta::MetaStore;
 use berth_server::Registry;
-use berth_storage::FsBlobStore;
+use berth_storage::{BlobStore, FsBlobStore, S3BlobStore, S3Config};
 use clap::{Parser, Subcommand};
 
 /// Berth: a self-hosted OCI container registry in one binary.
@@ -173,7 +173,8 @@ fn maintenance(
             shutdown_signal().await;
             on_signal.cancel();
         });
-        let result = berth_jobs::execute_job(&meta, &blobs, &config, kind, &payload, &cancel).await;
+        let result =
+            berth_jobs::execute_job(&meta, blobs.as_ref(), &config, kind, &payload, &cancel).await;
         let outcome = match &result {
             Ok(report) => {
                 meta.complete_job(id, &owner, report).await?;
@@ -193,7 +194,7 @@ fn maintenance(
     })
 }
 
-async fn open_stores(config: &Config) -> anyhow::Result<(MetaStore, FsBlobStore)> {
+async fn open_stores(config: &Config) -> anyhow::Result<(MetaStore, Arc<dyn BlobStore>)> {
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
@@ -201,7 +202,35 @@ async fn open_stores(config: &Config) -> anyhow::Result<(MetaStore, FsBlobStore)
     let meta = MetaStore::open_sqlite(&db_path)
         .await
         .with_context(|| format!("opening the database {}", db_path.display()))?;
-    let blobs = FsBlobStore::open(data_dir).context("opening the blob store")?;
+    let blobs: Arc<dyn BlobStore> = match config.storage.backend {
+        StorageBackend::Filesystem => {
+            Arc::new(FsBlobStore::open(data_dir).context("opening the blob store")?)
+        }
+        StorageBackend::S3 => {
+            let c = &config.storage.s3;
+            let given = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
+            let s3 = S3BlobStore::new(&S3Config {
+                bucket: c.bucket.clone(),
+                region: given(&c.region),
+                endpoint: given(&c.endpoint),
+                access_key_id: given(&c.access_key_id),
+                secret_access_key: given(&c.secret_access_key),
+                path_style: c.path_style,
+                prefix: c.prefix.clone(),
+                part_size: c.part_size.as_u64() as usize,
+                allow_http: c.allow_http,
+            })
+            .context("configuring the S3 blob store")?;
+            // A clear error at start beats a 500 on the first push.
+            s3.check().await.with_context(|| {
+                format!(
+                    "the S3 bucket {:?} is not reachable with these settings",
+                    c.bucket
+                )
+            })?;
+            Arc::new(s3)
+        }
+    };
     Ok((meta, blobs))
 }
 
@@ -228,7 +257,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 async fn run(config: Config) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let (meta, blobs) = open_stores(&config).await?;
-    let blobs: Arc<dyn berth_storage::BlobStore> = Arc::new(blobs);
     let config = Arc::new(config);
     let registry = Arc::new(
         Registry::new(meta.clone(), blobs.clone(), config.clone())
@@ -267,7 +295,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         data_dir = %data_dir.display(),
-        "berth started (embedded mode: SQLite and filesystem)"
+        backend = ?config.storage.backend,
+        "berth started (SQLite metadata)"
     );
     let stop = tokio_util::sync::CancellationToken::new();
     let mirror = if config.proxy.mirror_listen.is_empty() {
