@@ -33,6 +33,12 @@ pub use token::Access as TokenAccess;
 
 /// Robot account names start with this.
 pub const ROBOT_PREFIX: &str = "robot$";
+/// Longest user or robot name accepted at login.
+pub const MAX_NAME: usize = 256;
+/// Longest password accepted at login (argon2 hashes whatever it is given).
+const MAX_PASSWORD: usize = 4096;
+/// LDAP logins running at once at most (each opens a connection and binds).
+const LDAP_CONCURRENCY: usize = 8;
 /// Entries a cache holds at most before it starts over.
 const CACHE_MAX: usize = 50_000;
 
@@ -42,12 +48,16 @@ pub enum Principal {
     Anonymous,
     User {
         id: i64,
+        /// When the account was created: with the id it names this account and no other
+        /// (SQLite reuses the id of a deleted row).
+        since: i64,
         name: String,
         admin: bool,
         groups: Vec<String>,
     },
     Robot {
         id: i64,
+        since: i64,
         name: String,
         permissions: Vec<(String, Actions)>,
     },
@@ -77,12 +87,13 @@ impl Principal {
         matches!(self, Principal::Anonymous)
     }
 
-    /// The key tokens carry to name this principal (`u:<id>`, `r:<id>`, empty).
+    /// The key tokens carry to name this principal (`u:<id>:<created>`, `r:<id>:<created>`,
+    /// empty): a deleted account's tokens never pass for a new account that got its id.
     pub fn key(&self) -> String {
         match self {
             Principal::Anonymous => String::new(),
-            Principal::User { id, .. } => format!("u:{id}"),
-            Principal::Robot { id, .. } => format!("r:{id}"),
+            Principal::User { id, since, .. } => format!("u:{id}:{since}"),
+            Principal::Robot { id, since, .. } => format!("r:{id}:{since}"),
         }
     }
 }
@@ -176,6 +187,7 @@ pub struct Auth {
     keys: KeyRing,
     ldap: Option<LdapAuth>,
     throttle: FailureThrottle,
+    ldap_permits: tokio::sync::Semaphore,
     /// SHA-256 of (name, password) → principal key; dropped by any identity write (a changed
     /// password must stop working at once).
     credentials: TtlCache<[u8; 32], String>,
@@ -200,6 +212,7 @@ impl Auth {
             throttle: FailureThrottle::new(config.max_failures, config.failure_window.0),
             keys,
             ldap,
+            ldap_permits: tokio::sync::Semaphore::new(LDAP_CONCURRENCY),
             meta,
             config,
             credentials: TtlCache::new(),
@@ -258,6 +271,7 @@ impl Auth {
                 .is_some_and(|l| l.is_admin(&u.ldap_groups));
         Principal::User {
             id: u.id,
+            since: u.created_at,
             name: u.name.clone(),
             admin: u.admin || ldap_admin,
             groups: u.ldap_groups.clone(),
@@ -274,31 +288,32 @@ impl Auth {
         if let Some(p) = self.principals.get(&key.to_owned(), version, self.ttl()) {
             return Ok(p);
         }
-        let p = match key.split_once(':') {
-            Some(("u", id)) => match id.parse::<i64>() {
-                Ok(id) => self
-                    .meta
-                    .user_by_id(id)
+        let mut parts = key.splitn(3, ':');
+        let (kind, id, since) = (
+            parts.next().unwrap_or(""),
+            parts.next().and_then(|i| i.parse::<i64>().ok()),
+            parts.next().and_then(|c| c.parse::<i64>().ok()),
+        );
+        let p = match (kind, id, since) {
+            ("u", Some(id), Some(since)) => self
+                .meta
+                .user_by_id(id)
+                .await?
+                .filter(|u| !u.disabled && u.created_at == since)
+                .map(|u| self.user_principal(&u)),
+            ("r", Some(id), Some(since)) => {
+                let now = berth_meta::now_ms();
+                self.meta
+                    .robot_by_id(id)
                     .await?
-                    .filter(|u| !u.disabled)
-                    .map(|u| self.user_principal(&u)),
-                Err(_) => None,
-            },
-            Some(("r", id)) => match id.parse::<i64>() {
-                Ok(id) => {
-                    let now = berth_meta::now_ms();
-                    self.meta
-                        .robot_by_id(id)
-                        .await?
-                        .filter(|r| r.expires_at.is_none_or(|e| e > now))
-                        .map(|r| Principal::Robot {
-                            id: r.id,
-                            name: r.name,
-                            permissions: r.permissions,
-                        })
-                }
-                Err(_) => None,
-            },
+                    .filter(|r| r.created_at == since && r.expires_at.is_none_or(|e| e > now))
+                    .map(|r| Principal::Robot {
+                        id: r.id,
+                        since: r.created_at,
+                        name: r.name,
+                        permissions: r.permissions,
+                    })
+            }
             _ => None,
         };
         self.principals.put(key.to_owned(), p.clone(), version);
@@ -313,7 +328,14 @@ impl Auth {
         password: &str,
         source: IpAddr,
     ) -> Result<Principal, AuthError> {
-        if let Some(wait) = self.throttle.check(name, source) {
+        if name.is_empty() || name.len() > MAX_NAME || password.len() > MAX_PASSWORD {
+            // Not a name anyone has: refused before it costs a hash, a throttle entry or an
+            // audit row of attacker-chosen size.
+            return Err(AuthError::Invalid);
+        }
+        // The attempt counts as a failure from here on (until it succeeds), so parallel
+        // guesses cannot all pass the check before any of them is recorded.
+        if let Some(wait) = self.throttle.begin(name, source) {
             return Err(AuthError::Throttled(wait));
         }
         let ck = credential_key(name, password);
@@ -332,10 +354,6 @@ impl Auth {
                 self.credentials.put(ck, p.key(), version);
                 Ok(p)
             }
-            Err(AuthError::Invalid) => {
-                self.throttle.failed(name, source);
-                Err(AuthError::Invalid)
-            }
             Err(e) => Err(e),
         }
     }
@@ -349,7 +367,7 @@ impl Auth {
                 return Err(AuthError::Invalid);
             }
             return self
-                .resolve(&format!("r:{}", r.id))
+                .resolve(&format!("r:{}:{}", r.id, r.created_at))
                 .await?
                 .ok_or(AuthError::Invalid);
         }
@@ -368,6 +386,11 @@ impl Auth {
             _ => {
                 let Some(ldap) = &self.ldap else {
                     return Err(AuthError::Invalid);
+                };
+                let Ok(_permit) = self.ldap_permits.try_acquire() else {
+                    return Err(AuthError::Unavailable(
+                        "too many LDAP logins at once".into(),
+                    ));
                 };
                 let login = match ldap.authenticate(name, password).await {
                     Ok(l) => l,

@@ -41,10 +41,37 @@ impl FailureThrottle {
         }
     }
 
+    /// Starts a login attempt: `Some(wait)` when attempts for this pair or address must be
+    /// refused for `wait`; otherwise the attempt is counted as a failure at once (under the
+    /// same lock), and [`FailureThrottle::succeeded`] takes it back. Parallel guesses therefore
+    /// see each other.
+    pub fn begin(&self, user: &str, addr: IpAddr) -> Option<Duration> {
+        let now = Instant::now();
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(wait) = self.wait(&mut s, user, addr, now) {
+            return Some(wait);
+        }
+        if s.pairs.len() + s.addresses.len() > MAX_KEYS {
+            *s = Windows::default();
+        }
+        let window = self.window;
+        let q = s.pairs.entry((user.to_owned(), addr)).or_default();
+        prune(q, now, window);
+        q.push_back(now);
+        let q = s.addresses.entry(addr).or_default();
+        prune(q, now, window);
+        q.push_back(now);
+        None
+    }
+
     /// `Some(wait)` when attempts for this pair or address must be refused for `wait`.
     pub fn check(&self, user: &str, addr: IpAddr) -> Option<Duration> {
         let now = Instant::now();
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.wait(&mut s, user, addr, now)
+    }
+
+    fn wait(&self, s: &mut Windows, user: &str, addr: IpAddr, now: Instant) -> Option<Duration> {
         let mut wait = None;
         if let Some(q) = s.pairs.get_mut(&(user.to_owned(), addr)) {
             prune(q, now, self.window);
@@ -66,25 +93,20 @@ impl FailureThrottle {
         wait.map(|w| w.max(Duration::from_secs(1)))
     }
 
+    /// Records a failure without an attempt begun (tests and callers outside logins).
     pub fn failed(&self, user: &str, addr: IpAddr) {
-        let now = Instant::now();
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if s.pairs.len() + s.addresses.len() > MAX_KEYS {
-            *s = Windows::default();
-        }
-        let window = self.window;
-        let q = s.pairs.entry((user.to_owned(), addr)).or_default();
-        prune(q, now, window);
-        q.push_back(now);
-        let q = s.addresses.entry(addr).or_default();
-        prune(q, now, window);
-        q.push_back(now);
+        // When the pair is throttled already there is nothing more to count.
+        let _ = self.begin(user, addr);
     }
 
-    /// A successful login forgets the pair's failures (not the address's).
+    /// A successful login forgets the pair's failures and takes back the address's count
+    /// of this attempt.
     pub fn succeeded(&self, user: &str, addr: IpAddr) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.pairs.remove(&(user.to_owned(), addr));
+        if let Some(q) = s.addresses.get_mut(&addr) {
+            q.pop_back();
+        }
     }
 }
 
@@ -118,6 +140,19 @@ mod tests {
             "the address is throttled after 4x the limit"
         );
         assert!(t.check("bob", b).is_none());
+    }
+
+    #[test]
+    fn parallel_attempts_see_each_other() {
+        let t = FailureThrottle::new(2, Duration::from_secs(60));
+        let a: IpAddr = "10.0.0.9".parse().unwrap();
+        // Two attempts begun, none finished: the third is refused already.
+        assert!(t.begin("x", a).is_none());
+        assert!(t.begin("x", a).is_none());
+        assert!(t.begin("x", a).is_some());
+        // A success forgets the pair.
+        t.succeeded("x", a);
+        assert!(t.begin("x", a).is_none());
     }
 
     #[test]

@@ -402,6 +402,11 @@ impl MetaStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        // A project created later under the same name must not inherit robots' rights.
+        sqlx::query("DELETE FROM robot_permissions WHERE project = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM projects WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)

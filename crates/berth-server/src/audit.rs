@@ -71,13 +71,13 @@ impl Auditor {
         AuditEvent {
             id: 0,
             at: now_ms(),
-            actor: actor.name.clone(),
+            actor: clip(&actor.name, 256),
             actor_kind: actor.kind.to_owned(),
             action: action.to_owned(),
-            resource: resource.to_owned(),
+            resource: clip(resource, 512),
             source: actor.source.clone(),
             result: if ok { "success" } else { "failure" }.to_owned(),
-            detail: detail.to_owned(),
+            detail: clip(detail, 1024),
         }
     }
 
@@ -114,6 +114,19 @@ impl Auditor {
             let _ = rx.await;
         }
     }
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary: fields can carry what a client
+/// sent, and an event must stay small.
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 async fn writer(

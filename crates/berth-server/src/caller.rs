@@ -186,10 +186,14 @@ pub async fn identify(
                 Ok(caller)
             }
             Err(e) => {
-                let actor = Actor::new(&user, "user", peer);
-                reg.audit
-                    .record(&actor, "login", "registry", false, &e.to_string())
-                    .await;
+                // A throttled attempt is not recorded one by one: a flood of them would only
+                // fill the log (the failures that led to it are there).
+                if !matches!(e, AuthError::Throttled(_)) {
+                    let actor = Actor::new(&user, "user", peer);
+                    reg.audit
+                        .record(&actor, "login", "registry", false, &e.to_string())
+                        .await;
+                }
                 Err(auth_error(reg, headers, e))
             }
         };

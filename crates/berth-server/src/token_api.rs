@@ -40,12 +40,23 @@ fn get<'a>(p: &'a [(String, String)], k: &str) -> Option<&'a str> {
     p.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str())
 }
 
-fn scopes(p: &[(String, String)]) -> Vec<Scope> {
-    p.iter()
+/// Scopes one token request may name at most (each costs a permission lookup).
+const MAX_SCOPES: usize = 64;
+
+fn scopes(p: &[(String, String)]) -> ApiResult<Vec<Scope>> {
+    let v: Vec<Scope> = p
+        .iter()
         .filter(|(k, _)| k == "scope")
         .flat_map(|(_, v)| v.split(' '))
         .filter_map(Scope::parse)
-        .collect()
+        .collect();
+    if v.len() > MAX_SCOPES {
+        return Err(ApiError::oci(
+            ErrorCode::Invalid,
+            format!("a token request may name at most {MAX_SCOPES} scopes"),
+        ));
+    }
+    Ok(v)
 }
 
 async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
@@ -105,7 +116,7 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
             OciError::new(ErrorCode::Unsupported, "use GET or POST").with_status(405),
         ));
     };
-    let mut requested = scopes(&params);
+    let mut requested = scopes(&params)?;
     if let Some(crate::v2::MirrorOf(project)) = parts.extensions.get::<crate::v2::MirrorOf>() {
         // On the Docker mirror listener, docker asks for `library/nginx` and its requests are
         // served as `<project>/library/nginx`: grant the name they are checked against.
@@ -161,6 +172,9 @@ async fn login(
     match reg.auth.authenticate(user, password, ip).await {
         Ok(p) => Ok(p),
         Err(e) => {
+            if matches!(e, AuthError::Throttled(_)) {
+                return Err(auth_error(reg, headers, e));
+            }
             reg.audit
                 .record(
                     &Actor::new(user, "user", peer),

@@ -1556,3 +1556,37 @@ async fn refresh_tokens_renew_access_and_only_that() {
 
 /// A named change to a token's claims.
 type ClaimEdit<'a> = (&'a str, &'a dyn Fn(&mut Value));
+
+/// SQLite gives a new row the id of a deleted last row: a robot deleted and created again
+/// under the same name (how a leaked secret is replaced) must not accept the old tokens.
+#[tokio::test]
+async fn a_recreated_robot_does_not_inherit_old_tokens() {
+    let w = setup().await;
+    let meta = &w.app.registry.meta;
+    let old = meta.robot_by_name("robot$full").await.unwrap().unwrap();
+    let t = token_of(&w, "robot$full", &["repository:secret/app:pull"]).await;
+    get_as(&w, PULL_SECRET, &bearer(&t))
+        .await
+        .assert_status(StatusCode::OK);
+    // Delete every robot so the new row can get the old id, as the last row would.
+    for r in meta.list_robots().await.unwrap() {
+        meta.delete_robot(&r.name).await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let new = meta
+        .create_robot(
+            "robot$full",
+            &berth_auth::secret::secret_hash("a new secret"),
+            "",
+            None,
+            "admin",
+            &old.permissions,
+        )
+        .await
+        .unwrap();
+    assert_eq!(new.id, old.id, "the premise: the id was reused");
+    assert_invalid_token(
+        &get_as(&w, PULL_SECRET, &bearer(&t)).await,
+        "the old robot's token on the new robot",
+    );
+}
