@@ -333,29 +333,43 @@ impl Auth {
             // audit row of attacker-chosen size.
             return Err(AuthError::Invalid);
         }
-        // The attempt counts as a failure from here on (until it succeeds), so parallel
-        // guesses cannot all pass the check before any of them is recorded.
+        // Credentials verified a moment ago are exact (a hash of name and password), so they
+        // pass without touching the throttle: a fleet logging in with one robot from one
+        // address never queues behind its own attempts.
+        let ck = credential_key(name, password);
+        let version = self.meta.auth_version();
+        if let Some(key) = self.credentials.get(&ck, version, self.ttl())
+            && let Some(p) = self.resolve(&key).await?
+        {
+            return Ok(p);
+        }
+        // The attempt counts against its (name, address) from here on, so parallel guesses
+        // cannot all pass the check before any of them is recorded.
         if let Some(wait) = self.throttle.begin(name, source) {
             return Err(AuthError::Throttled(wait));
         }
+        let result = self.verify(name, password).await;
+        match &result {
+            Ok(_) => self.throttle.succeeded(name, source),
+            // Only a wrong credential counts as a failure; a directory or database that could
+            // not be asked takes the attempt back.
+            Err(AuthError::Invalid) => self.throttle.failed_attempt(source),
+            Err(_) => self.throttle.release(name, source),
+        }
+        result
+    }
+
+    /// The credential check behind [`Auth::authenticate`]; a success fills the credential
+    /// cache.
+    async fn verify(&self, name: &str, password: &str) -> Result<Principal, AuthError> {
         let ck = credential_key(name, password);
         let version = self.meta.auth_version();
-        if let Some(key) = self.credentials.get(&ck, version, self.ttl()) {
-            if let Some(p) = self.resolve(&key).await? {
-                return Ok(p);
-            }
-            self.credentials.remove(&ck);
-        }
-        match self.check_password(name, password).await {
-            Ok(p) => {
-                self.throttle.succeeded(name, source);
-                // Quoting the version read before the check: a password changed meanwhile
-                // makes this entry stale at once.
-                self.credentials.put(ck, p.key(), version);
-                Ok(p)
-            }
-            Err(e) => Err(e),
-        }
+        self.credentials.remove(&ck);
+        let p = self.check_password(name, password).await?;
+        // Quoting the version read before the check: a password changed meanwhile makes this
+        // entry stale at once.
+        self.credentials.put(ck, p.key(), version);
+        Ok(p)
     }
 
     async fn check_password(&self, name: &str, password: &str) -> Result<Principal, AuthError> {

@@ -42,9 +42,10 @@ impl FailureThrottle {
     }
 
     /// Starts a login attempt: `Some(wait)` when attempts for this pair or address must be
-    /// refused for `wait`; otherwise the attempt is counted as a failure at once (under the
-    /// same lock), and [`FailureThrottle::succeeded`] takes it back. Parallel guesses therefore
-    /// see each other.
+    /// refused for `wait`; otherwise the attempt counts against its (user, address) pair at
+    /// once (under the same lock), so parallel guesses at one account see each other.
+    /// [`FailureThrottle::succeeded`] or [`FailureThrottle::release`] take it back, and
+    /// [`FailureThrottle::failed_attempt`] counts it against the address as well.
     pub fn begin(&self, user: &str, addr: IpAddr) -> Option<Duration> {
         let now = Instant::now();
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -58,10 +59,25 @@ impl FailureThrottle {
         let q = s.pairs.entry((user.to_owned(), addr)).or_default();
         prune(q, now, window);
         q.push_back(now);
+        None
+    }
+
+    /// The attempt begun for this pair failed: it also counts against the address.
+    pub fn failed_attempt(&self, addr: IpAddr) {
+        let now = Instant::now();
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let window = self.window;
         let q = s.addresses.entry(addr).or_default();
         prune(q, now, window);
         q.push_back(now);
-        None
+    }
+
+    /// Takes back an attempt that neither succeeded nor failed (the check could not be made).
+    pub fn release(&self, user: &str, addr: IpAddr) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(q) = s.pairs.get_mut(&(user.to_owned(), addr)) {
+            q.pop_back();
+        }
     }
 
     /// `Some(wait)` when attempts for this pair or address must be refused for `wait`.
@@ -96,17 +112,15 @@ impl FailureThrottle {
     /// Records a failure without an attempt begun (tests and callers outside logins).
     pub fn failed(&self, user: &str, addr: IpAddr) {
         // When the pair is throttled already there is nothing more to count.
-        let _ = self.begin(user, addr);
+        if self.begin(user, addr).is_none() {
+            self.failed_attempt(addr);
+        }
     }
 
-    /// A successful login forgets the pair's failures and takes back the address's count
-    /// of this attempt.
+    /// A successful login forgets the pair's failures (not the address's).
     pub fn succeeded(&self, user: &str, addr: IpAddr) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.pairs.remove(&(user.to_owned(), addr));
-        if let Some(q) = s.addresses.get_mut(&addr) {
-            q.pop_back();
-        }
     }
 }
 
