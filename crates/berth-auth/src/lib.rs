@@ -48,8 +48,10 @@ pub enum Principal {
     Anonymous,
     User {
         id: i64,
-        /// When the account was created: with the id it names this account and no other
-        /// (SQLite reuses the id of a deleted row).
+        /// When the account was last changed (created, password, flags, groups): with the id it
+        /// names this account in this state, so a password change, a disable or a demotion
+        /// ends every token issued before it, and a deleted row's id reused by SQLite names
+        /// nobody's old tokens.
         since: i64,
         name: String,
         admin: bool,
@@ -87,8 +89,9 @@ impl Principal {
         matches!(self, Principal::Anonymous)
     }
 
-    /// The key tokens carry to name this principal (`u:<id>:<created>`, `r:<id>:<created>`,
-    /// empty): a deleted account's tokens never pass for a new account that got its id.
+    /// The key tokens carry to name this principal (`u:<id>:<changed>`, `r:<id>:<created>`,
+    /// empty): a deleted account's tokens never pass for a new account that got its id, and a
+    /// user's tokens end when the account changes.
     pub fn key(&self) -> String {
         match self {
             Principal::Anonymous => String::new(),
@@ -271,7 +274,7 @@ impl Auth {
                 .is_some_and(|l| l.is_admin(&u.ldap_groups));
         Principal::User {
             id: u.id,
-            since: u.created_at,
+            since: u.updated_at,
             name: u.name.clone(),
             admin: u.admin || ldap_admin,
             groups: u.ldap_groups.clone(),
@@ -299,7 +302,7 @@ impl Auth {
                 .meta
                 .user_by_id(id)
                 .await?
-                .filter(|u| !u.disabled && u.created_at == since)
+                .filter(|u| !u.disabled && u.updated_at == since)
                 .map(|u| self.user_principal(&u)),
             ("r", Some(id), Some(since)) => {
                 let now = berth_meta::now_ms();

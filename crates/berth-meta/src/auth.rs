@@ -20,6 +20,8 @@ pub struct UserRow {
     pub disabled: bool,
     pub ldap_groups: Vec<String>,
     pub created_at: i64,
+    /// Last change of password, flags or groups.
+    pub updated_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +139,7 @@ fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<UserRow> {
         ldap_groups: serde_json::from_str(&groups)
             .map_err(|e| MetaError::Corrupt(format!("ldap_groups of a user: {e}")))?,
         created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
     })
 }
 
@@ -154,7 +157,7 @@ fn role(s: &str) -> Result<Role> {
 }
 
 const USER_COLUMNS: &str =
-    "id, name, password_hash, source, admin, disabled, ldap_groups, created_at";
+    "id, name, password_hash, source, admin, disabled, ldap_groups, created_at, updated_at";
 
 impl MetaStore {
     /// Changes whenever identity or access data is written by this process.

@@ -1590,3 +1590,30 @@ async fn a_recreated_robot_does_not_inherit_old_tokens() {
         "the old robot's token on the new robot",
     );
 }
+
+/// After a password change (say, following a leak), tokens issued before it stop working and
+/// the old password no longer signs in; the new one does.
+#[tokio::test]
+async fn a_password_change_ends_earlier_tokens() {
+    let w = setup().await;
+    let t = token_of(&w, "developer", &["repository:secret/app:pull"]).await;
+    get_as(&w, PULL_SECRET, &bearer(&t))
+        .await
+        .assert_status(StatusCode::OK);
+    let old_basic = w.basic("developer").unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let reg = &w.app.registry;
+    let hash = reg.auth.hashing.hash("a-brand-new-password").await.unwrap();
+    assert!(reg.meta.set_password("developer", &hash).await.unwrap());
+    assert_invalid_token(
+        &get_as(&w, PULL_SECRET, &bearer(&t)).await,
+        "a token issued before the password change",
+    );
+    w.token_request(Some(&old_basic), &[])
+        .await
+        .assert_status(StatusCode::UNAUTHORIZED);
+    let new_basic = basic("developer", "a-brand-new-password");
+    get_as(&w, PULL_SECRET, &new_basic)
+        .await
+        .assert_status(StatusCode::OK);
+}
