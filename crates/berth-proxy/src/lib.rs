@@ -119,6 +119,22 @@ fn reason(body: &[u8]) -> String {
     }
 }
 
+/// Passes a success on; a 404 is `NotFound`, any other status an error with the body's reason.
+async fn successful(resp: reqwest::Response) -> Result<reqwest::Response> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    if status == StatusCode::NOT_FOUND {
+        return Err(UpstreamError::NotFound);
+    }
+    let body = resp.bytes().await.unwrap_or_default();
+    Err(UpstreamError::Status {
+        status: status.as_u16(),
+        message: reason(&body),
+    })
+}
+
 fn retry_after(h: &header::HeaderMap) -> Option<Duration> {
     h.get(header::RETRY_AFTER)?
         .to_str()
@@ -379,16 +395,7 @@ impl Upstream {
                 accept,
             )
             .await?;
-        match resp.status() {
-            s if s.is_success() => {}
-            StatusCode::NOT_FOUND => return Err(UpstreamError::NotFound),
-            s => {
-                return Err(UpstreamError::Status {
-                    status: s.as_u16(),
-                    message: "manifest HEAD".into(),
-                });
-            }
-        }
+        let resp = successful(resp).await?;
         let h = resp.headers();
         Ok(ManifestHead {
             digest: h
@@ -418,17 +425,7 @@ impl Upstream {
                 accept,
             )
             .await?;
-        match resp.status() {
-            s if s.is_success() => {}
-            StatusCode::NOT_FOUND => return Err(UpstreamError::NotFound),
-            s => {
-                let body = resp.bytes().await.unwrap_or_default();
-                return Err(UpstreamError::Status {
-                    status: s.as_u16(),
-                    message: reason(&body),
-                });
-            }
-        }
+        let resp = successful(resp).await?;
         if resp
             .content_length()
             .is_some_and(|n| n > MANIFEST_LIMIT as u64)
@@ -482,19 +479,13 @@ impl Upstream {
         let resp = self
             .send(Method::HEAD, &self.blob_url(repo, digest), repo, &[])
             .await?;
-        match resp.status() {
-            s if s.is_success() => resp
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| UpstreamError::Invalid("blob HEAD without Content-Length".into())),
-            StatusCode::NOT_FOUND => Err(UpstreamError::NotFound),
-            s => Err(UpstreamError::Status {
-                status: s.as_u16(),
-                message: "blob HEAD".into(),
-            }),
-        }
+        successful(resp)
+            .await?
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| UpstreamError::Invalid("blob HEAD without Content-Length".into()))
     }
 
     /// Starts a blob download; the caller streams the body (`bytes_stream`). Redirects (to a
@@ -503,17 +494,7 @@ impl Upstream {
         let resp = self
             .send(Method::GET, &self.blob_url(repo, digest), repo, &[])
             .await?;
-        match resp.status() {
-            StatusCode::OK => Ok(resp),
-            StatusCode::NOT_FOUND => Err(UpstreamError::NotFound),
-            s => {
-                let body = resp.bytes().await.unwrap_or_default();
-                Err(UpstreamError::Status {
-                    status: s.as_u16(),
-                    message: reason(&body),
-                })
-            }
-        }
+        successful(resp).await
     }
 }
 

@@ -39,6 +39,15 @@ fn conflict(msg: impl Into<String>) -> ApiError {
     ApiError::oci(ErrorCode::Conflict, msg)
 }
 
+/// A create's result, with "already exists" answered as 409.
+fn created_once<T>(r: Result<T, CreateError>, what: impl FnOnce() -> String) -> ApiResult<T> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(CreateError::Exists) => Err(conflict(format!("{} exists", what()))),
+        Err(CreateError::Meta(e)) => Err(e.into()),
+    }
+}
+
 fn json_body<T: DeserializeOwned>(b: &Bytes) -> ApiResult<T> {
     serde_json::from_slice(b).map_err(|e| invalid(format!("invalid JSON body: {e}")))
 }
@@ -119,13 +128,7 @@ async fn project_or_404(reg: &Registry, name: &str) -> ApiResult<ProjectRow> {
 }
 
 async fn actions_in(reg: &Registry, caller: &Caller, project: &str) -> ApiResult<Actions> {
-    reg.auth
-        .project_actions(&caller.principal, project)
-        .await
-        .map_err(|e| match e {
-            berth_auth::AuthError::Meta(m) => m.into(),
-            other => ApiError::oci(ErrorCode::Internal, other.to_string()),
-        })
+    Ok(reg.auth.project_actions(&caller.principal, project).await?)
 }
 
 /// A project the caller may read; a project they may not see answers 404, as a missing one.
@@ -222,21 +225,13 @@ pub async fn create_project(
     require_admin(&reg, &caller, &headers)?;
     let req: NewProject = json_body(&body)?;
     project_name(&req.name)?;
-    match reg.meta.create_project(&req.name, req.public, None).await {
-        Ok(p) => {
-            audit(
-                &reg,
-                &caller,
-                "project.create",
-                &p.name,
-                &format!("public={}", p.public),
-            )
-            .await;
-            Ok(created(project_json(&p)))
-        }
-        Err(CreateError::Exists) => Err(conflict(format!("project {} exists", req.name))),
-        Err(CreateError::Meta(e)) => Err(e.into()),
-    }
+    let p = created_once(
+        reg.meta.create_project(&req.name, req.public, None).await,
+        || format!("project {}", req.name),
+    )?;
+    let detail = format!("public={}", p.public);
+    audit(&reg, &caller, "project.create", &p.name, &detail).await;
+    Ok(created(project_json(&p)))
 }
 
 pub async fn get_project(
@@ -436,31 +431,16 @@ pub async fn create_user(
     let u: NewUser = json_body(&body)?;
     user_name(&u.name)?;
     check_password(&u.password)?;
-    let hash = reg
-        .auth
-        .hashing
-        .hash(&u.password)
-        .await
-        .map_err(|e| ApiError::oci(ErrorCode::Internal, e.to_string()))?;
-    match reg
-        .meta
-        .create_user(&u.name, Some(&hash), "local", u.admin)
-        .await
-    {
-        Ok(row) => {
-            audit(
-                &reg,
-                &caller,
-                "user.create",
-                &u.name,
-                &format!("admin={}", u.admin),
-            )
-            .await;
-            Ok(created(user_json(&row)))
-        }
-        Err(CreateError::Exists) => Err(conflict(format!("user {} exists", u.name))),
-        Err(CreateError::Meta(e)) => Err(e.into()),
-    }
+    let hash = reg.auth.hashing.hash(&u.password).await?;
+    let row = created_once(
+        reg.meta
+            .create_user(&u.name, Some(&hash), "local", u.admin)
+            .await,
+        || format!("user {}", u.name),
+    )?;
+    let detail = format!("admin={}", u.admin);
+    audit(&reg, &caller, "user.create", &u.name, &detail).await;
+    Ok(created(user_json(&row)))
 }
 
 fn is_self(caller: &Caller, name: &str) -> bool {
@@ -582,12 +562,7 @@ pub async fn set_password(
         ));
     }
     check_password(&c.password)?;
-    let hash = reg
-        .auth
-        .hashing
-        .hash(&c.password)
-        .await
-        .map_err(|e| ApiError::oci(ErrorCode::Internal, e.to_string()))?;
+    let hash = reg.auth.hashing.hash(&c.password).await?;
     reg.meta.set_password(&name, &hash).await?;
     audit(&reg, &caller, "user.password", &name, "").await;
     Ok(no_content())
@@ -703,27 +678,23 @@ pub async fn create_robot(
         ));
     }
     let full = format!("{ROBOT_PREFIX}{bare}");
-    let secret =
-        secret::new_secret().map_err(|e| ApiError::oci(ErrorCode::Internal, e.to_string()))?;
+    let secret = secret::new_secret()?;
     let expires_at = r
         .expires_in_days
         .map(|d| now_ms() + i64::from(d) * 86_400_000);
-    let row = match reg
-        .meta
-        .create_robot(
-            &full,
-            &secret::secret_hash(&secret),
-            &r.description,
-            expires_at,
-            caller.principal.name(),
-            &perms,
-        )
-        .await
-    {
-        Ok(row) => row,
-        Err(CreateError::Exists) => return Err(conflict(format!("robot {full} exists"))),
-        Err(CreateError::Meta(e)) => return Err(e.into()),
-    };
+    let row = created_once(
+        reg.meta
+            .create_robot(
+                &full,
+                &secret::secret_hash(&secret),
+                &r.description,
+                expires_at,
+                caller.principal.name(),
+                &perms,
+            )
+            .await,
+        || format!("robot {full}"),
+    )?;
     let detail = perms
         .iter()
         .map(|(p, a)| format!("{p}:{a}"))
@@ -949,11 +920,7 @@ pub async fn rotate_token_key(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     require_admin(&reg, &caller, &headers)?;
-    let kid = reg
-        .auth
-        .rotate_key()
-        .await
-        .map_err(|e| ApiError::oci(ErrorCode::Internal, e.to_string()))?;
+    let kid = reg.auth.rotate_key().await?;
     audit(&reg, &caller, "token_key.rotate", &kid, "").await;
     Ok(created(json!({ "kid": kid })))
 }

@@ -205,7 +205,6 @@ pub async fn identify(
 pub fn auth_error(reg: &Registry, headers: &HeaderMap, e: AuthError) -> ApiError {
     match e {
         AuthError::Throttled(wait) => throttled(wait),
-        AuthError::Meta(e) => e.into(),
         AuthError::Unavailable(_) => challenge(
             reg,
             headers,
@@ -213,15 +212,8 @@ pub fn auth_error(reg: &Registry, headers: &HeaderMap, e: AuthError) -> ApiError
             None,
             "the login could not be checked: the identity provider is unavailable",
         ),
-        AuthError::Internal(e) => ApiError::oci(ErrorCode::Internal, e),
+        e @ (AuthError::Meta(_) | AuthError::Internal(_)) => e.into(),
         AuthError::Invalid => challenge(reg, headers, None, None, "authentication failed"),
-    }
-}
-
-fn meta_or(e: AuthError) -> ApiError {
-    match e {
-        AuthError::Meta(m) => m.into(),
-        other => ApiError::oci(ErrorCode::Internal, other.to_string()),
     }
 }
 
@@ -244,7 +236,7 @@ pub async fn may(
     reg.auth
         .allowed(&caller.principal, repo, action)
         .await
-        .map_err(meta_or)
+        .map_err(ApiError::from)
 }
 
 /// Whether the caller may read `repo` by its own rights, whatever its token lists (used for
@@ -283,7 +275,9 @@ pub async fn require(
     action: Action,
 ) -> ApiResult<()> {
     if may(reg, caller, repo, action).await? {
-        if action == Action::Push && reg.auth.enabled() {
+        // A known repository's project exists (a cached lookup); only a push into a new
+        // repository may need to create its project.
+        if action == Action::Push && reg.auth.enabled() && reg.meta.repo_id(repo).await?.is_none() {
             ensure_project(reg, caller, repo.project()).await?;
         }
         return Ok(());

@@ -17,12 +17,32 @@ pub enum ApiError {
     Meta(#[from] MetaError),
     #[error("blob store: {0}")]
     Storage(#[from] StorageError),
+    /// A server fault outside the stores (hashing, key material): logged, answered 500.
+    #[error("{0}")]
+    Internal(String),
     /// A client error whose response needs extra headers (416 with the upload's `Range`).
     #[error("{0}")]
     WithHeaders(OciError, Vec<(header::HeaderName, HeaderValue)>),
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// For the auth service's faults. A refused login is not one of them: callers answer those
+/// with a challenge (`caller::auth_error`), which needs the request.
+impl From<berth_auth::AuthError> for ApiError {
+    fn from(e: berth_auth::AuthError) -> Self {
+        match e {
+            berth_auth::AuthError::Meta(m) => ApiError::Meta(m),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<berth_auth::secret::SecretError> for ApiError {
+    fn from(e: berth_auth::secret::SecretError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
 
 impl ApiError {
     pub fn oci(code: ErrorCode, message: impl Into<String>) -> ApiError {

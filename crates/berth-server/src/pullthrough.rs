@@ -306,13 +306,7 @@ pub async fn get_manifest(
                         px.metrics.error(&UpstreamError::NotFound);
                         return Err(tag_not_upstream(p, &path, tag));
                     }
-                    Err(e) => {
-                        px.metrics.error(&e);
-                        px.metrics.stale_served.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(project = %p.name, repo = %name, tag, error = %e,
-                            "upstream unavailable; serving the cached manifest (stale-if-error)");
-                        return reg.get_manifest(name, reference, accept).await;
-                    }
+                    Err(e) => return stale(reg, p, name, reference, accept, &e).await,
                 },
             };
             if let (Some(c), Some(h)) = (&cached, head.as_ref().and_then(|h| h.digest.as_ref()))
@@ -335,14 +329,11 @@ pub async fn get_manifest(
                     px.metrics.error(&UpstreamError::NotFound);
                     return Err(tag_not_upstream(p, &path, tag));
                 }
+                Err(e) if cached.is_some() => {
+                    return stale(reg, p, name, reference, accept, &e).await;
+                }
                 Err(e) => {
                     px.metrics.error(&e);
-                    if cached.is_some() {
-                        px.metrics.stale_served.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(project = %p.name, repo = %name, tag, error = %e,
-                            "upstream failed; serving the cached manifest (stale-if-error)");
-                        return reg.get_manifest(name, reference, accept).await;
-                    }
                     return Err(upstream_error(&p.name, &e));
                 }
             };
@@ -371,6 +362,25 @@ fn tag_not_upstream(p: &ProxyProject, path: &str, tag: &str) -> ApiError {
         )
         .with_detail(serde_json::json!({ "reference": tag })),
     )
+}
+
+/// Serves the cached manifest of a tag the upstream could not confirm (stale-if-error).
+async fn stale(
+    reg: &Registry,
+    p: &ProxyProject,
+    name: &RepoName,
+    reference: &Reference,
+    accept: &[String],
+    e: &UpstreamError,
+) -> ApiResult<Arc<ManifestRow>> {
+    reg.proxy.metrics.error(e);
+    reg.proxy
+        .metrics
+        .stale_served
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(project = %p.name, repo = %name, %reference, error = %e,
+        "upstream unavailable; serving the cached manifest (stale-if-error)");
+    reg.get_manifest(name, reference, accept).await
 }
 
 /// A blob in a proxy project, as the blob handler serves it.

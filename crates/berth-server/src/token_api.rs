@@ -65,7 +65,7 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
         let issued = reg
             .auth
             .issue(&Principal::Anonymous, Vec::new(), false)
-            .map_err(internal)?;
+            .map_err(ApiError::from)?;
         return Ok(answer(&issued, None));
     }
     let (parts, body) = req.into_parts();
@@ -131,11 +131,11 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
         .auth
         .grant(&principal, &requested)
         .await
-        .map_err(internal)?;
+        .map_err(ApiError::from)?;
     let issued = reg
         .auth
         .issue(&principal, access, offline)
-        .map_err(internal)?;
+        .map_err(ApiError::from)?;
     if let Some(name) = login_name {
         let detail = params
             .iter()
@@ -193,13 +193,6 @@ fn denied(reg: &Registry, headers: &HeaderMap, e: AuthError) -> ApiError {
     match e {
         AuthError::Meta(m) => m.into(),
         _ => auth_error(reg, headers, AuthError::Invalid),
-    }
-}
-
-fn internal(e: AuthError) -> ApiError {
-    match e {
-        AuthError::Meta(m) => m.into(),
-        other => ApiError::oci(ErrorCode::Internal, other.to_string()),
     }
 }
 

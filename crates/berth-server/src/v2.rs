@@ -318,27 +318,23 @@ pub async fn dispatch(State(reg): State<Arc<Registry>>, req: Request) -> Respons
 pub struct MirrorOf(pub String);
 
 async fn handle(reg: &Arc<Registry>, req: Request) -> ApiResult<Response> {
+    let query: HashMap<String, String> = Query::try_from_uri(req.uri())
+        .map(|q| q.0)
+        .unwrap_or_default();
     let ns_project = match req.extensions().get::<MirrorOf>() {
-        Some(m) => Some(m.0.clone()),
-        None => req.uri().query().and_then(|q| {
-            serde_urlencoded::from_str::<Vec<(String, String)>>(q)
-                .ok()?
-                .into_iter()
-                .find(|(k, _)| k == "ns")
-                .and_then(|(_, ns)| reg.proxy.project_for_namespace(&ns).map(str::to_owned))
-        }),
+        Some(m) => Some(m.0.as_str()),
+        None => query
+            .get("ns")
+            .and_then(|ns| reg.proxy.project_for_namespace(ns)),
     };
     let path = req.uri().path();
-    let route = match (&ns_project, path.strip_prefix("/v2/")) {
+    let route = match (ns_project, path.strip_prefix("/v2/")) {
         (Some(project), Some(rest)) if !rest.is_empty() && rest != "_catalog" => {
             parse_route(&format!("/v2/{project}/{rest}"))?
         }
         _ => parse_route(path)?,
     };
     let method = req.method().clone();
-    let query: HashMap<String, String> = Query::try_from_uri(req.uri())
-        .map(|q| q.0)
-        .unwrap_or_default();
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
     let idle = reg.config.server.body_idle_timeout.0;
