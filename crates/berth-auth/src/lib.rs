@@ -258,10 +258,12 @@ impl Auth {
             .create_user("admin", Some(&hash), "local", true)
             .await
         {
-            Ok(_) | Err(berth_meta::CreateError::Exists) => {}
-            Err(berth_meta::CreateError::Meta(e)) => return Err(e.into()),
+            Ok(_) => Ok(generated.then_some(password)),
+            // Another node starting at the same time created it first: this password was
+            // never stored, so it must not be shown.
+            Err(berth_meta::CreateError::Exists) => Ok(None),
+            Err(berth_meta::CreateError::Meta(e)) => Err(e.into()),
         }
-        Ok(generated.then_some(password))
     }
 
     // ---- who is calling ----

@@ -177,9 +177,7 @@ mod tests {
 
     async fn ring() -> (tempfile::TempDir, KeyRing) {
         let dir = tempfile::tempdir().unwrap();
-        let meta = MetaStore::open_sqlite(&dir.path().join("m.db"))
-            .await
-            .unwrap();
+        let meta = MetaStore::open_for_tests(dir.path()).await.unwrap();
         (dir, KeyRing::load(meta).await.unwrap())
     }
 

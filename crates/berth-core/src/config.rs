@@ -55,6 +55,8 @@ pub struct Config {
     pub audit: AuditConfig,
     pub proxy: ProxyConfig,
     pub storage: StorageConfig,
+    pub database: DatabaseConfig,
+    pub jobs: JobsConfig,
 }
 
 impl Default for Config {
@@ -72,6 +74,8 @@ impl Default for Config {
             audit: AuditConfig::default(),
             proxy: ProxyConfig::default(),
             storage: StorageConfig::default(),
+            database: DatabaseConfig::default(),
+            jobs: JobsConfig::default(),
         }
     }
 }
@@ -372,6 +376,60 @@ impl Default for AuditConfig {
     }
 }
 
+/// Where metadata lives (`[database]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Empty: SQLite at `data_dir/berth.db` (the embedded mode). `postgres://user:password@
+    /// host:5432/berth`: PostgreSQL, which several nodes can share.
+    pub url: String,
+    /// Connections this node opens at most (PostgreSQL).
+    pub max_connections: u32,
+    pub connect_timeout: HumanDuration,
+    /// PostgreSQL's statement_timeout for every statement of this node.
+    pub statement_timeout: HumanDuration,
+    /// The connection that LISTENs for other nodes' cache invalidations; empty: `url`. Point
+    /// it at PostgreSQL itself when `url` goes through PgBouncer in transaction mode.
+    pub listen_url: String,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: String::new(),
+            max_connections: 16,
+            connect_timeout: HumanDuration(Duration::from_secs(10)),
+            statement_timeout: HumanDuration(Duration::from_secs(30)),
+            listen_url: String::new(),
+        }
+    }
+}
+
+impl DatabaseConfig {
+    pub fn is_postgres(&self) -> bool {
+        !self.url.trim().is_empty()
+    }
+}
+
+/// The durable job queue (`[jobs]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// A running job whose node stops heartbeating (it died) is claimed again after this.
+    pub lease: HumanDuration,
+    /// How often an idle node looks for due schedules and queued jobs.
+    pub poll_interval: HumanDuration,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            lease: HumanDuration(Duration::from_secs(60)),
+            poll_interval: HumanDuration(Duration::from_secs(5)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StorageBackend {
@@ -417,6 +475,13 @@ pub struct S3StorageConfig {
     pub part_size: ByteSize,
     /// Allow a plain-HTTP endpoint.
     pub allow_http: bool,
+    /// A PEM bundle of CA certificates to trust for the endpoint, beside the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Answer blob GETs with a redirect to a presigned URL of the object, so the bytes go from
+    /// the bucket to the client directly.
+    pub redirect: bool,
+    /// How long a presigned URL stays valid.
+    pub redirect_ttl: HumanDuration,
 }
 
 impl Default for S3StorageConfig {
@@ -431,6 +496,9 @@ impl Default for S3StorageConfig {
             prefix: String::new(),
             part_size: ByteSize::mib(16),
             allow_http: false,
+            ca_file: None,
+            redirect: false,
+            redirect_ttl: HumanDuration(Duration::from_secs(15 * 60)),
         }
     }
 }
@@ -603,6 +671,35 @@ impl Config {
                     "storage.s3.part_size must be at least 5MiB (S3's minimum part)".into(),
                 );
             }
+            let ttl = self.storage.s3.redirect_ttl.0;
+            if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(7 * 24 * 3600) {
+                return Err("storage.s3.redirect_ttl must be between 1s and 7days".into());
+            }
+        } else if self.storage.s3.redirect {
+            return Err("storage.s3.redirect needs storage.backend = \"s3\"".into());
+        }
+        let db = &self.database;
+        if db.is_postgres() {
+            let url = db.url.trim();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(
+                    "database.url must be a postgres:// URL (or empty for SQLite in data_dir)"
+                        .into(),
+                );
+            }
+            if db.max_connections < 2 {
+                return Err("database.max_connections must be at least 2".into());
+            }
+        }
+        if self.jobs.lease.0 < Duration::from_secs(1) {
+            return Err("jobs.lease must be at least 1s".into());
+        }
+        if self.jobs.poll_interval.0 < Duration::from_millis(100)
+            || self.jobs.poll_interval.0 >= self.jobs.lease.0
+        {
+            return Err(
+                "jobs.poll_interval must be at least 100ms and shorter than jobs.lease".into(),
+            );
         }
         let mut names = std::collections::HashSet::new();
         for p in &self.proxy.projects {

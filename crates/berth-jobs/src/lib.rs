@@ -19,11 +19,9 @@ use tokio_util::sync::CancellationToken;
 pub use gc::{GcOptions, GcReport, run_gc};
 pub use scrub::{ScrubReport, run_scrub};
 
-/// A claimed job belongs to its worker for this long past its last heartbeat.
-const JOB_LEASE: Duration = Duration::from_secs(60);
-const HEARTBEAT: Duration = Duration::from_secs(20);
-/// How often an idle runner looks for due schedules and jobs.
-const POLL: Duration = Duration::from_secs(5);
+// A claimed job belongs to its worker for `jobs.lease` past its last heartbeat; the worker
+// heartbeats three times per lease, and an idle runner looks for due schedules and jobs every
+// `jobs.poll_interval`.
 
 pub const KIND_GC: &str = "gc";
 pub const KIND_SCRUB: &str = "scrub";
@@ -95,6 +93,10 @@ impl JobRunner {
         }
     }
 
+    fn lease(&self) -> Duration {
+        self.config.jobs.lease.0
+    }
+
     async fn install_schedules(&self) -> Result<(), String> {
         for (name, kind, cron) in [
             ("gc", KIND_GC, &self.config.gc.schedule),
@@ -134,7 +136,7 @@ impl JobRunner {
             loop {
                 match self
                     .meta
-                    .claim_job(&self.owner, JOB_LEASE.as_millis() as i64)
+                    .claim_job(&self.owner, self.lease().as_millis() as i64)
                     .await
                 {
                     Ok(Some(job)) => self.execute(job, &cancel).await,
@@ -149,7 +151,7 @@ impl JobRunner {
                 }
             }
             tokio::select! {
-                () = tokio::time::sleep(POLL) => {}
+                () = tokio::time::sleep(self.config.jobs.poll_interval.0) => {}
                 () = self.wake.notified() => {}
                 () = cancel.cancelled() => {}
             }
@@ -178,14 +180,15 @@ impl JobRunner {
     }
 
     async fn execute(&self, job: Job, cancel: &CancellationToken) {
-        let lease_ms = JOB_LEASE.as_millis() as i64;
+        let lease_ms = self.lease().as_millis() as i64;
+        let heartbeat = self.lease() / 3;
         tracing::info!(job = job.id, kind = %job.kind, attempt = job.attempts, "job started");
         let heartbeat = {
             let meta = self.meta.clone();
             let owner = self.owner.clone();
             let id = job.id;
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(HEARTBEAT);
+                let mut tick = tokio::time::interval(heartbeat);
                 tick.tick().await;
                 loop {
                     tick.tick().await;

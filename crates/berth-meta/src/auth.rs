@@ -127,7 +127,7 @@ impl From<sqlx::Error> for CreateError {
     }
 }
 
-fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<UserRow> {
+fn user_from_row(r: &sqlx::any::AnyRow) -> Result<UserRow> {
     let groups: String = r.get("ldap_groups");
     Ok(UserRow {
         id: r.get("id"),
@@ -143,7 +143,7 @@ fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<UserRow> {
     })
 }
 
-fn project_from_row(r: &sqlx::sqlite::SqliteRow) -> ProjectRow {
+fn project_from_row(r: &sqlx::any::AnyRow) -> ProjectRow {
     ProjectRow {
         id: r.get("id"),
         name: r.get("name"),
@@ -165,9 +165,25 @@ impl MetaStore {
         self.auth_version.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// After an identity write committed: this process's caches drop at once; other nodes'
+    /// caches drop when the notification reaches them (and, should this process die before it
+    /// is sent, after `auth.cache_ttl`).
     fn auth_changed(&self) {
         self.auth_version
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if self.dialect == crate::Dialect::Postgres {
+            let pool = self.write.clone();
+            tokio::spawn(async move {
+                let sent = sqlx::query("SELECT 1 FROM pg_notify($1, $2)")
+                    .bind(crate::cache::CHANNEL)
+                    .bind(crate::cache::NOTE_AUTH)
+                    .execute(&pool)
+                    .await;
+                if let Err(e) = sent {
+                    tracing::warn!(error = %e, "could not tell other nodes of an identity change");
+                }
+            });
+        }
     }
 
     // ---- users ----
@@ -514,11 +530,14 @@ impl MetaStore {
         groups: &[String],
     ) -> Result<Option<Role>> {
         let groups_json = serde_json::to_string(groups).expect("a list of strings serializes");
-        let rows: Vec<String> = sqlx::query_scalar(
+        let rows: Vec<String> = sqlx::query_scalar(self.dialect.pick(
             "SELECT role FROM members WHERE project_id = $1
                AND ((kind = 'user' AND name = $2)
                  OR (kind = 'group' AND name IN (SELECT value FROM json_each($3))))",
-        )
+            "SELECT role FROM members WHERE project_id = $1
+               AND ((kind = 'user' AND name = $2)
+                 OR (kind = 'group' AND name IN (SELECT json_array_elements_text(CAST($3 AS json)))))",
+        ))
         .bind(project_id)
         .bind(user)
         .bind(groups_json)
@@ -658,7 +677,7 @@ impl MetaStore {
     /// Signing keys, newest first.
     pub async fn token_keys(&self) -> Result<Vec<(String, Vec<u8>)>> {
         let rows =
-            sqlx::query("SELECT kid, secret FROM token_keys ORDER BY created_at DESC, rowid DESC")
+            sqlx::query("SELECT kid, secret FROM token_keys ORDER BY created_at DESC, kid DESC")
                 .fetch_all(&self.read)
                 .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
@@ -800,13 +819,18 @@ impl MetaStore {
 
     /// The repository's manifests, newest first, with their tags; or one of them.
     pub async fn artifacts(&self, repo_id: i64, only: Option<&Digest>) -> Result<Vec<ArtifactRow>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(self.dialect.pick(
             "SELECT m.digest, m.media_type, m.artifact_type, m.size, m.created_at, m.pushed_by,
                     (SELECT json_group_array(t.name) FROM tags t
                       WHERE t.repo_id = m.repo_id AND t.digest = m.digest)
              FROM manifests m WHERE m.repo_id = $1 AND ($2 IS NULL OR m.digest = $2)
              ORDER BY m.created_at DESC, m.digest",
-        )
+            "SELECT m.digest, m.media_type, m.artifact_type, m.size, m.created_at, m.pushed_by,
+                    (SELECT CAST(COALESCE(json_agg(t.name), CAST('[]' AS json)) AS TEXT) FROM tags t
+                      WHERE t.repo_id = m.repo_id AND t.digest = m.digest)
+             FROM manifests m WHERE m.repo_id = $1 AND ($2 IS NULL OR m.digest = $2)
+             ORDER BY m.created_at DESC, m.digest",
+        ))
         .bind(repo_id)
         .bind(only.map(|d| d.to_string()))
         .fetch_all(&self.read)

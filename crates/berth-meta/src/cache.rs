@@ -9,15 +9,24 @@
 //! - writes by another process (`berth gc` beside the server) are noticed through SQLite's
 //!   `PRAGMA data_version`, polled every `POLL`, which flushes the whole cache.
 //!
+//! On PostgreSQL, with other nodes writing, tags are not cached at all (a tag is one
+//! primary-key lookup, so a tag moved on one node is seen on every node at once). Repository
+//! ids never change, and a manifest payload never changes for its (repository, digest): the
+//! only stale entry possible is a manifest another node deleted, so a transaction that deletes
+//! manifests sends `NOTIFY berth_cache` and every node's listener flushes. While the listener
+//! is not connected (at start, after a lost connection) the cache serves nothing, and it is
+//! flushed before it serves again, so a notification missed during an outage cannot leave a
+//! stale entry behind.
+//!
 //! The cache is bounded by the total payload bytes it holds; when full it starts over.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use berth_core::Digest;
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 
 use crate::ManifestRow;
 
@@ -43,19 +52,61 @@ impl Inner {
     }
 }
 
-#[derive(Default)]
+/// The channel of cache invalidations between nodes.
+pub(crate) const CHANNEL: &str = "berth_cache";
+/// Payloads sent on [`CHANNEL`].
+pub(crate) const NOTE_MANIFESTS: &str = "manifests";
+pub(crate) const NOTE_AUTH: &str = "auth";
+
 pub(crate) struct ReadCache {
     inner: RwLock<Inner>,
     generation: AtomicU64,
+    /// False while another node's writes could go unnoticed (PostgreSQL listener down).
+    usable: AtomicBool,
+    /// Whether tags may be cached: only when this process is the only writer (SQLite).
+    tags: bool,
 }
 
 impl ReadCache {
+    /// A cache for the embedded mode: usable at once, tags included.
+    pub fn embedded() -> ReadCache {
+        ReadCache {
+            inner: Default::default(),
+            generation: AtomicU64::new(0),
+            usable: AtomicBool::new(true),
+            tags: true,
+        }
+    }
+
+    /// A cache shared with other nodes' writes: no tags, and unusable until the listener is up.
+    pub fn shared() -> ReadCache {
+        ReadCache {
+            inner: Default::default(),
+            generation: AtomicU64::new(0),
+            usable: AtomicBool::new(false),
+            tags: false,
+        }
+    }
+
+    fn set_usable(&self, usable: bool) {
+        if usable {
+            self.clear();
+        }
+        self.usable.store(usable, Ordering::Release);
+        if !usable {
+            self.clear();
+        }
+    }
+
     /// The generation a reader must quote when it fills an entry.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
     fn fill(&self, generation: u64, f: impl FnOnce(&mut Inner)) {
+        if !self.usable.load(Ordering::Acquire) {
+            return;
+        }
         let Ok(mut inner) = self.inner.write() else {
             return;
         };
@@ -77,8 +128,15 @@ impl ReadCache {
         }
     }
 
+    fn read(&self) -> Option<std::sync::RwLockReadGuard<'_, Inner>> {
+        if !self.usable.load(Ordering::Acquire) {
+            return None;
+        }
+        self.inner.read().ok()
+    }
+
     pub fn repo(&self, name: &str) -> Option<i64> {
-        self.inner.read().ok()?.repos.get(name).copied()
+        self.read()?.repos.get(name).copied()
     }
 
     pub fn fill_repo(&self, generation: u64, name: &str, id: i64) {
@@ -88,27 +146,23 @@ impl ReadCache {
     }
 
     pub fn tag(&self, repo: i64, tag: &str) -> Option<Digest> {
-        self.inner
-            .read()
-            .ok()?
-            .tags
-            .get(&(repo, tag.to_owned()))
-            .cloned()
+        if !self.tags {
+            return None;
+        }
+        self.read()?.tags.get(&(repo, tag.to_owned())).cloned()
     }
 
     pub fn fill_tag(&self, generation: u64, repo: i64, tag: &str, digest: &Digest) {
+        if !self.tags {
+            return;
+        }
         self.fill(generation, |i| {
             i.tags.insert((repo, tag.to_owned()), digest.clone());
         });
     }
 
     pub fn manifest(&self, repo: i64, digest: &Digest) -> Option<Arc<ManifestRow>> {
-        self.inner
-            .read()
-            .ok()?
-            .manifests
-            .get(&(repo, digest.clone()))
-            .cloned()
+        self.read()?.manifests.get(&(repo, digest.clone())).cloned()
     }
 
     pub fn fill_manifest(&self, generation: u64, repo: i64, row: Arc<ManifestRow>) {
@@ -133,7 +187,7 @@ impl ReadCache {
 
 /// Flushes the cache whenever another connection (another process) commits a write.
 /// `initial` is the connection's data_version read before the cache served anything.
-pub(crate) fn watch_other_writers(cache: Arc<ReadCache>, pool: SqlitePool, initial: i64) {
+pub(crate) fn watch_other_writers(cache: Arc<ReadCache>, pool: AnyPool, initial: i64) {
     tokio::spawn(async move {
         let mut last = initial;
         loop {
@@ -157,4 +211,63 @@ pub(crate) fn watch_other_writers(cache: Arc<ReadCache>, pool: SqlitePool, initi
             }
         }
     });
+}
+
+/// Follows other nodes' invalidations (PostgreSQL `LISTEN berth_cache`) for as long as the
+/// process runs: manifests deleted elsewhere flush the cache, identity writes elsewhere bump
+/// `auth_version` (which drops this node's credential and permission caches). The cache is
+/// unusable while the listener is down and flushed whenever it reconnects. Returns once the
+/// first connection is up, or after `connect_timeout` with the cache still unusable (the
+/// listener keeps trying in the background).
+pub(crate) async fn listen_for_other_nodes(
+    cache: Arc<ReadCache>,
+    auth_version: Arc<AtomicU64>,
+    url: String,
+    connect_timeout: Duration,
+) {
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let mut ready = Some(ready_tx);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match sqlx::postgres::PgListener::connect(&url).await {
+                Ok(mut listener) => {
+                    if let Err(e) = listener.listen(CHANNEL).await {
+                        tracing::warn!(error = %e, "LISTEN for cache invalidations failed");
+                    } else {
+                        cache.set_usable(true);
+                        // Identity caches may also have missed writes while we were away.
+                        auth_version.fetch_add(1, Ordering::AcqRel);
+                        backoff = Duration::from_millis(100);
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(());
+                        }
+                        loop {
+                            match listener.try_recv().await {
+                                Ok(Some(n)) => match n.payload() {
+                                    NOTE_AUTH => {
+                                        auth_version.fetch_add(1, Ordering::AcqRel);
+                                    }
+                                    _ => cache.clear(),
+                                },
+                                // The connection was lost (and perhaps re-established,
+                                // missing what was sent in between): start over.
+                                Ok(None) | Err(_) => break,
+                            }
+                        }
+                        tracing::warn!(
+                            "lost the cache-invalidation listener: cache off until it reconnects"
+                        );
+                    }
+                    cache.set_usable(false);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot LISTEN for cache invalidations; retrying");
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    });
+    let _ = tokio::time::timeout(connect_timeout, ready_rx).await;
 }

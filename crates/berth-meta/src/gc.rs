@@ -7,7 +7,7 @@
 //! (tag writes, manifest puts, links, touches) is serialized against it. The cost of GC thus
 //! follows the churn, not the size of the registry.
 
-use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
+use sqlx::{Any, AnyConnection, Row, Transaction};
 
 use crate::{MetaStore, Result, now_ms};
 
@@ -83,14 +83,15 @@ pub struct RepoUsage {
 }
 
 pub(crate) async fn enqueue(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     kind: &str,
     key: &str,
     at: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO gc_review (kind, key, review_after) VALUES ($1, $2, $3)
-         ON CONFLICT (kind, key) DO UPDATE SET review_after = MIN(review_after, excluded.review_after)",
+         ON CONFLICT (kind, key) DO UPDATE SET review_after = CASE WHEN excluded.review_after < gc_review.review_after
+                 THEN excluded.review_after ELSE gc_review.review_after END",
     )
     .bind(kind)
     .bind(key)
@@ -105,7 +106,7 @@ fn manifest_key(repo_id: i64, digest: &str) -> String {
 }
 
 pub(crate) async fn enqueue_blob(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'static, Any>,
     digest: &str,
     at: i64,
 ) -> Result<(), sqlx::Error> {
@@ -113,7 +114,7 @@ pub(crate) async fn enqueue_blob(
 }
 
 pub(crate) async fn enqueue_manifest(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'static, Any>,
     repo_id: i64,
     digest: &str,
     at: i64,
@@ -121,7 +122,7 @@ pub(crate) async fn enqueue_manifest(
     enqueue(tx, "manifest", &manifest_key(repo_id, digest), at).await
 }
 
-async fn dequeue(conn: &mut SqliteConnection, kind: &str, key: &str) -> Result<(), sqlx::Error> {
+async fn dequeue(conn: &mut AnyConnection, kind: &str, key: &str) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM gc_review WHERE kind = $1 AND key = $2")
         .bind(kind)
         .bind(key)
@@ -131,7 +132,7 @@ async fn dequeue(conn: &mut SqliteConnection, kind: &str, key: &str) -> Result<(
 }
 
 async fn requeue(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     kind: &str,
     key: &str,
     at: i64,
@@ -147,7 +148,7 @@ async fn requeue(
 
 /// Whether a manifest is kept by a tag or by an index that lists it.
 async fn tagged_or_listed(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     repo_id: i64,
     digest: &str,
 ) -> Result<bool, sqlx::Error> {
@@ -168,7 +169,7 @@ async fn tagged_or_listed(
 /// an index that are neither tagged nor listed by another index. Returns how many manifests
 /// were deleted.
 pub(crate) async fn delete_manifest_cascade(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     repo_id: i64,
     digest: &str,
     now: i64,
@@ -249,8 +250,9 @@ pub(crate) async fn delete_manifest_cascade(
 
 /// A GC transaction: one review in the real run, the whole run (rolled back) in a dry run.
 pub struct GcTx {
-    tx: Transaction<'static, Sqlite>,
+    tx: Transaction<'static, Any>,
     cache: std::sync::Arc<crate::cache::ReadCache>,
+    dialect: crate::Dialect,
     deleted_manifests: bool,
 }
 
@@ -259,19 +261,22 @@ impl MetaStore {
         Ok(GcTx {
             tx: self.begin_write().await?,
             cache: self.cache.clone(),
+            dialect: self.dialect,
             deleted_manifests: false,
         })
     }
 
     /// Removes the row of a swept blob once its bytes are gone.
     pub async fn finish_sweep(&self, sweep: &Sweep) -> Result<()> {
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "DELETE FROM blobs WHERE digest = $1 AND generation = $2 AND state = 'deleting'",
         )
         .bind(&sweep.digest)
         .bind(&sweep.generation)
-        .execute(&self.write)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -320,21 +325,25 @@ impl MetaStore {
 
     /// Marks an upload as active (a long streamed PATCH calls this as it goes).
     pub async fn touch_upload(&self, id: &str) -> Result<()> {
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE uploads SET updated_at = $2 WHERE id = $1")
             .bind(id)
             .bind(now_ms())
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// Deletes an idle upload's row if it is still idle. True if it was deleted.
     pub async fn purge_upload(&self, id: &str, before: i64) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("DELETE FROM uploads WHERE id = $1 AND updated_at < $2")
             .bind(id)
             .bind(before)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -353,7 +362,8 @@ impl MetaStore {
         let mut tx = self.begin_write().await?;
         let a = sqlx::query(
             "INSERT INTO gc_review (kind, key, review_after) SELECT 'blob', digest, $1 FROM blobs WHERE state = 'live'
-             ON CONFLICT (kind, key) DO UPDATE SET review_after = MIN(review_after, excluded.review_after)",
+             ON CONFLICT (kind, key) DO UPDATE SET review_after = CASE WHEN excluded.review_after < gc_review.review_after
+                 THEN excluded.review_after ELSE gc_review.review_after END",
         )
         .bind(now)
         .execute(&mut *tx)
@@ -362,7 +372,8 @@ impl MetaStore {
         let b = sqlx::query(
             "INSERT INTO gc_review (kind, key, review_after)
              SELECT 'manifest', repo_id || '@' || digest, $1 FROM manifests WHERE true
-             ON CONFLICT (kind, key) DO UPDATE SET review_after = MIN(review_after, excluded.review_after)",
+             ON CONFLICT (kind, key) DO UPDATE SET review_after = CASE WHEN excluded.review_after < gc_review.review_after
+                 THEN excluded.review_after ELSE gc_review.review_after END",
         )
         .bind(now)
         .execute(&mut *tx)
@@ -404,13 +415,13 @@ impl MetaStore {
     pub async fn storage_usage(&self) -> Result<StorageUsage> {
         let mut u = StorageUsage::default();
         let r =
-            sqlx::query("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs WHERE state = 'live'")
+            sqlx::query("SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs WHERE state = 'live'")
                 .fetch_one(&self.read)
                 .await?;
         u.blob_count = r.get::<i64, _>(0) as u64;
         u.stored_bytes = r.get::<i64, _>(1) as u64;
         u.referenced_bytes = sqlx::query_scalar::<_, i64>(
-            "SELECT COALESCE(SUM(size), 0) FROM blobs b WHERE state = 'live'
+            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs b WHERE state = 'live'
                AND EXISTS (SELECT 1 FROM manifest_refs mr WHERE mr.blob = b.digest)",
         )
         .fetch_one(&self.read)
@@ -418,12 +429,12 @@ impl MetaStore {
         u.reclaimable_bytes = u.stored_bytes - u.referenced_bytes.min(u.stored_bytes);
         let rows = sqlx::query(
             "SELECT r.name,
-                    COALESCE((SELECT SUM(b.size) FROM blobs b WHERE b.state = 'live' AND b.digest IN
-                        (SELECT blob FROM manifest_refs WHERE repo_id = r.id)), 0),
-                    COALESCE((SELECT SUM(b.size) FROM blobs b WHERE b.state = 'live' AND b.digest IN
+                    CAST(COALESCE((SELECT SUM(b.size) FROM blobs b WHERE b.state = 'live' AND b.digest IN
+                        (SELECT blob FROM manifest_refs WHERE repo_id = r.id)), 0) AS BIGINT),
+                    CAST(COALESCE((SELECT SUM(b.size) FROM blobs b WHERE b.state = 'live' AND b.digest IN
                         (SELECT blob FROM manifest_refs WHERE repo_id = r.id)
-                        AND EXISTS (SELECT 1 FROM manifest_refs o WHERE o.blob = b.digest AND o.repo_id <> r.id)), 0),
-                    COALESCE((SELECT SUM(size) FROM manifests WHERE repo_id = r.id), 0)
+                        AND EXISTS (SELECT 1 FROM manifest_refs o WHERE o.blob = b.digest AND o.repo_id <> r.id)), 0) AS BIGINT),
+                    CAST(COALESCE((SELECT SUM(size) FROM manifests WHERE repo_id = r.id), 0) AS BIGINT)
              FROM repositories r ORDER BY r.name",
         )
         .fetch_all(&self.read)
@@ -442,7 +453,14 @@ impl MetaStore {
 }
 
 impl GcTx {
-    pub async fn commit(self) -> Result<()> {
+    pub async fn commit(mut self) -> Result<()> {
+        if self.deleted_manifests && self.dialect == crate::Dialect::Postgres {
+            sqlx::query("SELECT 1 FROM pg_notify($1, $2)")
+                .bind(crate::cache::CHANNEL)
+                .bind(crate::cache::NOTE_MANIFESTS)
+                .execute(&mut *self.tx)
+                .await?;
+        }
         self.tx.commit().await?;
         if self.deleted_manifests {
             self.cache.clear();
@@ -457,7 +475,7 @@ impl GcTx {
     /// Blob rows left `deleting` whose lease ran out: what the run would finish (count, bytes).
     pub async fn expired_sweep_totals(&mut self, now: i64) -> Result<(u64, u64)> {
         let r = sqlx::query(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs WHERE state = 'deleting' AND lease_until < $1",
+            "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs WHERE state = 'deleting' AND lease_until < $1",
         )
         .bind(now)
         .fetch_one(&mut *self.tx)

@@ -53,7 +53,7 @@ macro_rules! job_columns {
     };
 }
 
-fn job_from_row(r: &sqlx::sqlite::SqliteRow) -> Job {
+fn job_from_row(r: &sqlx::any::AnyRow) -> Job {
     let json = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
     Job {
         id: r.get(0),
@@ -117,6 +117,7 @@ impl MetaStore {
         lease_ms: i64,
     ) -> Result<i64> {
         let now = now_ms();
+        let mut tx = self.begin_write().await?;
         let id = sqlx::query_scalar(
             "INSERT INTO jobs (kind, payload, state, attempts, max_attempts, run_after, lease_owner, lease_until, created_at, started_at)
              VALUES ($1, $2, 'running', 1, 1, $3, $4, $5, $3, $3) RETURNING id",
@@ -126,8 +127,9 @@ impl MetaStore {
         .bind(now)
         .bind(owner)
         .bind(now + lease_ms)
-        .fetch_one(&self.write)
+        .fetch_one(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(id)
     }
 
@@ -193,13 +195,15 @@ impl MetaStore {
                 continue;
             };
             if h == host && !is_alive(pid) {
+                let mut tx = self.begin_write().await?;
                 released += sqlx::query(
                     "UPDATE jobs SET lease_until = 0 WHERE state = 'running' AND lease_owner = $1",
                 )
                 .bind(&owner)
-                .execute(&self.write)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected();
+                tx.commit().await?;
             }
         }
         Ok(released)
@@ -207,12 +211,14 @@ impl MetaStore {
 
     /// Extends a running job's lease. False if the job is no longer this worker's.
     pub async fn heartbeat_job(&self, id: i64, owner: &str, lease_ms: i64) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("UPDATE jobs SET lease_until = $3 WHERE id = $1 AND lease_owner = $2 AND state = 'running'")
             .bind(id)
             .bind(owner)
             .bind(now_ms() + lease_ms)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -222,6 +228,7 @@ impl MetaStore {
         owner: &str,
         result: &serde_json::Value,
     ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE jobs SET state = 'succeeded', finished_at = $3, result = $4, lease_owner = NULL, lease_until = NULL, error = NULL
              WHERE id = $1 AND lease_owner = $2",
@@ -230,8 +237,9 @@ impl MetaStore {
         .bind(owner)
         .bind(now_ms())
         .bind(result.to_string())
-        .execute(&self.write)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -244,6 +252,7 @@ impl MetaStore {
         retry_in_ms: i64,
     ) -> Result<()> {
         let now = now_ms();
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE jobs SET
                 state = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'failed' END,
@@ -257,8 +266,9 @@ impl MetaStore {
         .bind(now)
         .bind(error)
         .bind(retry_in_ms)
-        .execute(&self.write)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -296,6 +306,7 @@ impl MetaStore {
         cron: &str,
         next_run: i64,
     ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO schedules (name, kind, cron, next_run) VALUES ($1, $2, $3, $4)
              ON CONFLICT (name) DO UPDATE SET kind = excluded.kind,
@@ -306,16 +317,19 @@ impl MetaStore {
         .bind(kind)
         .bind(cron)
         .bind(next_run)
-        .execute(&self.write)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     pub async fn delete_schedule(&self, name: &str) -> Result<()> {
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM schedules WHERE name = $1")
             .bind(name)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -26,10 +26,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use berth_core::{Digest, RepoName};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Any, AnyPool, AssertSqlSafe, ConnectOptions, Row, Transaction};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -39,6 +38,10 @@ pub enum MetaError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    #[error("{0}")]
+    Incompatible(String),
+    #[error("invalid database configuration: {0}")]
+    Config(String),
 }
 
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
@@ -152,10 +155,61 @@ pub enum CommitOutcome {
     NotLive,
 }
 
+/// The SQL engine behind a [`MetaStore`]. Queries are written once, in the subset both
+/// understand (`$n` parameters, `ON CONFLICT`, `RETURNING`); the few places that differ match
+/// on this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// The statement for this dialect, where the two differ.
+    pub(crate) fn pick(self, sqlite: &'static str, postgres: &'static str) -> &'static str {
+        match self {
+            Dialect::Sqlite => sqlite,
+            Dialect::Postgres => postgres,
+        }
+    }
+}
+
+/// How to reach PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// `postgres://user:password@host:port/database[?sslmode=...]`
+    pub url: String,
+    /// The connection that LISTENs for other nodes' cache invalidations (a session, so not
+    /// through PgBouncer in transaction mode). None: `url`.
+    pub listen_url: Option<String>,
+    pub max_connections: u32,
+    pub connect_timeout: Duration,
+    /// PostgreSQL's `statement_timeout` for every statement of this node.
+    pub statement_timeout: Duration,
+}
+
+impl PgOptions {
+    pub fn new(url: impl Into<String>) -> PgOptions {
+        PgOptions {
+            url: url.into(),
+            listen_url: None,
+            max_connections: 16,
+            connect_timeout: Duration::from_secs(10),
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The key of the transaction-scoped advisory lock every PostgreSQL write transaction takes
+/// first (`pg_advisory_xact_lock`), so writes are serialized as SQLite's single writer
+/// serializes them (see `begin_on`). ASCII "berth-wr".
+const PG_WRITE_LOCK: i64 = 0x6265_7274_682d_7772;
+
 #[derive(Clone)]
 pub struct MetaStore {
-    read: SqlitePool,
-    write: SqlitePool,
+    dialect: Dialect,
+    read: AnyPool,
+    write: AnyPool,
     cache: std::sync::Arc<cache::ReadCache>,
     auth_version: std::sync::Arc<std::sync::atomic::AtomicU64>,
     committer: tokio::sync::mpsc::Sender<CommitRequest>,
@@ -165,45 +219,268 @@ fn parse_digest(s: &str) -> Result<Digest> {
     Digest::from_str(s).map_err(|e| MetaError::Corrupt(format!("{s:?}: {e}")))
 }
 
+/// Begins a transaction that may read and then write. SQLite: `BEGIN IMMEDIATE` takes the
+/// database's write lock at once. PostgreSQL: one transaction-scoped advisory lock, taken
+/// first, that every write transaction of every node takes, so a decision made on a read
+/// cannot be invalidated by another writer before this transaction commits: the same
+/// guarantee, and therefore the same code, on both dialects. Reads never take it. The lock is
+/// released at commit or rollback, and by the server when a node's connection dies, and it is
+/// transaction-scoped, so it works behind PgBouncer in transaction mode.
+pub(crate) async fn begin_on(
+    pool: &AnyPool,
+    dialect: Dialect,
+) -> Result<Transaction<'static, Any>, sqlx::Error> {
+    match dialect {
+        Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+        Dialect::Postgres => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
+                .bind(PG_WRITE_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            Ok(tx)
+        }
+    }
+}
+
+#[cfg(any(test, feature = "test-util"))]
+fn uuid_simple() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        now_ms(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A database URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
 impl MetaStore {
     /// Opens (creating if needed) the SQLite database at `path` and applies migrations.
     pub async fn open_sqlite(path: &Path) -> Result<MetaStore> {
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let write = SqlitePoolOptions::new()
+        sqlx::any::install_default_drivers();
+        let url = |read_only: bool| {
+            SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(!read_only)
+                .read_only(read_only)
+                .to_url_lossy()
+        };
+        // The URL carries the file and the mode; the pragmas are set on every connection.
+        let pragmas = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                       PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
+        let options = || {
+            AnyPoolOptions::new().after_connect(move |conn, _| {
+                Box::pin(async move {
+                    sqlx::raw_sql(pragmas).execute(conn).await?;
+                    Ok(())
+                })
+            })
+        };
+        let write = options()
             .max_connections(1)
             .min_connections(1)
-            .connect_with(opts.clone())
+            .connect_with(AnyConnectOptions::from_url(&url(false))?)
             .await?;
-        schema::migrator().run(&write).await?;
-        let read = SqlitePoolOptions::new()
+        schema::migrate(&write, Dialect::Sqlite).await?;
+        let read = options()
             .max_connections(8)
             .min_connections(1)
-            .connect_with(opts.read_only(true))
+            .connect_with(AnyConnectOptions::from_url(&url(true))?)
             .await?;
-        let cache = std::sync::Arc::new(cache::ReadCache::default());
+        let cache = std::sync::Arc::new(cache::ReadCache::embedded());
         let version: i64 = sqlx::query_scalar("PRAGMA data_version")
             .fetch_one(&write)
             .await?;
         cache::watch_other_writers(cache.clone(), write.clone(), version);
-        let (committer, queue) = tokio::sync::mpsc::channel(GROUP_COMMIT_MAX * 4);
-        tokio::spawn(group_committer(write.clone(), queue));
-        Ok(MetaStore {
+        Ok(Self::assemble(
+            Dialect::Sqlite,
             read,
             write,
             cache,
-            auth_version: Default::default(),
-            committer,
-        })
+            Default::default(),
+        ))
     }
 
-    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
-        self.write.begin_with("BEGIN IMMEDIATE").await
+    /// Connects to PostgreSQL and applies migrations. Fails at once, with the reason, when the
+    /// server cannot be reached within the connect timeout.
+    pub async fn open_postgres(opts: &PgOptions) -> Result<MetaStore> {
+        sqlx::any::install_default_drivers();
+        if !(opts.url.starts_with("postgres://") || opts.url.starts_with("postgresql://")) {
+            return Err(MetaError::Config(
+                "database.url must be a postgres:// URL (leave it empty for SQLite)".into(),
+            ));
+        }
+        let timeout_ms = opts.statement_timeout.as_millis();
+        // A transaction left open by a node that hangs must not hold the write lock forever.
+        let settings = format!(
+            "SET statement_timeout = {timeout_ms}; SET idle_in_transaction_session_timeout = {};",
+            timeout_ms.max(60_000)
+        );
+        let pool = |max: u32| {
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .min_connections(1)
+                .acquire_timeout(opts.connect_timeout)
+                .after_connect({
+                    let settings = settings.clone();
+                    move |conn, _| {
+                        let settings = settings.clone();
+                        Box::pin(async move {
+                            sqlx::raw_sql(AssertSqlSafe(settings)).execute(conn).await?;
+                            Ok(())
+                        })
+                    }
+                })
+        };
+        let connect = AnyConnectOptions::from_str(&opts.url)?;
+        // Writes wait for one lock, so a few connections are enough for them; reads get the rest.
+        let write_max = (opts.max_connections / 4).clamp(1, 8);
+        let read_max = opts.max_connections.saturating_sub(write_max).max(1);
+        let write = tokio::time::timeout(
+            opts.connect_timeout,
+            pool(write_max).connect_with(connect.clone()),
+        )
+        .await
+        .map_err(|_| {
+            MetaError::Config(format!(
+                "PostgreSQL at {} did not answer within {:?}",
+                redact_url(&opts.url),
+                opts.connect_timeout
+            ))
+        })??;
+        let listen_url = match &opts.listen_url {
+            Some(u) if !u.is_empty() => u.clone(),
+            _ => opts.url.clone(),
+        };
+        // Migrations take a session-level lock (sqlx), which a pooler in transaction mode
+        // would hand to another client: they run over the direct connection, listen_url.
+        if listen_url == opts.url {
+            schema::migrate(&write, Dialect::Postgres).await?;
+        } else {
+            let direct = AnyPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(opts.connect_timeout)
+                .connect_with(AnyConnectOptions::from_str(&listen_url)?)
+                .await?;
+            let migrated = schema::migrate(&direct, Dialect::Postgres).await;
+            direct.close().await;
+            migrated?;
+        }
+        let read = pool(read_max).connect_with(connect).await?;
+        let cache = std::sync::Arc::new(cache::ReadCache::shared());
+        let auth_version = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        cache::listen_for_other_nodes(
+            cache.clone(),
+            auth_version.clone(),
+            listen_url,
+            opts.connect_timeout,
+        )
+        .await;
+        Ok(Self::assemble(
+            Dialect::Postgres,
+            read,
+            write,
+            cache,
+            auth_version,
+        ))
+    }
+
+    /// For tests of this and other crates: a fresh, empty store. SQLite in `dir`; or, with
+    /// `TEST_METASTORE=postgres`, a new schema of its own in the PostgreSQL at
+    /// `TEST_POSTGRES_URL` (scripts/pg-test-server.sh prints one), so tests never see each
+    /// other's rows. scripts/test.sh runs the tests once each way.
+    #[cfg(any(test, feature = "test-util"))]
+    pub async fn open_for_tests(dir: &Path) -> Result<MetaStore> {
+        match std::env::var("TEST_METASTORE").as_deref() {
+            Ok("postgres") => {
+                let url = std::env::var("TEST_POSTGRES_URL").map_err(|_| {
+                    MetaError::Config("TEST_METASTORE=postgres needs TEST_POSTGRES_URL".into())
+                })?;
+                let opts = Self::test_postgres_options(&url).await?;
+                Self::open_postgres(&opts).await
+            }
+            Ok("sqlite") | Ok("") | Err(_) => Self::open_sqlite(&dir.join("berth.db")).await,
+            Ok(other) => Err(MetaError::Config(format!(
+                "TEST_METASTORE={other:?}: use sqlite or postgres"
+            ))),
+        }
+    }
+
+    /// Creates an empty schema in the PostgreSQL at `admin_url` and returns options whose
+    /// connections use it.
+    #[cfg(any(test, feature = "test-util"))]
+    pub async fn test_postgres_options(admin_url: &str) -> Result<PgOptions> {
+        use sqlx::Connection;
+        let schema = format!("t_{}", uuid_simple());
+        let mut conn = sqlx::postgres::PgConnection::connect(admin_url).await?;
+        sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&mut conn)
+            .await?;
+        conn.close().await?;
+        let sep = if admin_url.contains('?') { '&' } else { '?' };
+        let mut opts = PgOptions::new(format!(
+            "{admin_url}{sep}options=-c%20search_path%3D{schema}"
+        ));
+        opts.max_connections = 6;
+        Ok(opts)
+    }
+
+    fn assemble(
+        dialect: Dialect,
+        read: AnyPool,
+        write: AnyPool,
+        cache: std::sync::Arc<cache::ReadCache>,
+        auth_version: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> MetaStore {
+        let (committer, queue) = tokio::sync::mpsc::channel(GROUP_COMMIT_MAX * 4);
+        tokio::spawn(group_committer(write.clone(), dialect, queue));
+        MetaStore {
+            dialect,
+            read,
+            write,
+            cache,
+            auth_version,
+            committer,
+        }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Tells the other nodes (PostgreSQL) what this transaction changed, when it commits.
+    pub(crate) async fn notify_peers(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        what: &str,
+    ) -> Result<(), sqlx::Error> {
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT 1 FROM pg_notify($1, $2)")
+                .bind(cache::CHANNEL)
+                .bind(what)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        begin_on(&self.write, self.dialect).await
     }
 
     pub async fn close(&self) {
@@ -407,6 +684,7 @@ impl MetaStore {
 
     pub async fn create_upload(&self, id: &str, repo_id: i64, hash_state: &[u8]) -> Result<()> {
         let now = now_ms();
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO uploads (id, repo_id, \"offset\", hash_state, created_at, updated_at)
              VALUES ($1, $2, 0, $3, $4, $4)",
@@ -415,18 +693,21 @@ impl MetaStore {
         .bind(repo_id)
         .bind(hash_state)
         .bind(now)
-        .execute(&self.write)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     pub async fn get_upload(&self, id: &str) -> Result<Option<UploadRow>> {
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "SELECT repo_id, \"offset\", hash_state, updated_at FROM uploads WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.write)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(row.map(|r| UploadRow {
             id: id.to_owned(),
             repo_id: r.get(0),
@@ -445,6 +726,7 @@ impl MetaStore {
         new_offset: u64,
         hash_state: &[u8],
     ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE uploads SET \"offset\" = $3, hash_state = $4, updated_at = $5
              WHERE id = $1 AND \"offset\" = $2",
@@ -454,16 +736,19 @@ impl MetaStore {
         .bind(new_offset as i64)
         .bind(hash_state)
         .bind(now_ms())
-        .execute(&self.write)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
     pub async fn delete_upload(&self, id: &str) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("DELETE FROM uploads WHERE id = $1")
             .bind(id)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -688,6 +973,7 @@ impl MetaStore {
             return Ok(DeleteOutcome::Listed(parents));
         }
         let deleted = gc::delete_manifest_cascade(&mut tx, repo_id, &d, now_ms()).await?;
+        self.notify_peers(&mut tx, cache::NOTE_MANIFESTS).await?;
         tx.commit().await?;
         self.cache.clear();
         Ok(DeleteOutcome::Deleted(deleted))
@@ -807,7 +1093,7 @@ fn check_reference(
 
 /// Marks a manifest as untagged (for the untagged-manifest policy) if no tag points at it.
 async fn mark_untagged_if_orphan(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'static, Any>,
     repo_id: i64,
     digest: &str,
     now: i64,
@@ -843,7 +1129,11 @@ const GROUP_COMMIT_MAX: usize = 64;
 /// Commits queued `commit_blob` requests: each batch is whatever queued while the previous
 /// one committed, in one transaction. If a batch fails, its requests are retried one by one
 /// so each caller gets its own answer.
-async fn group_committer(write: SqlitePool, mut rx: tokio::sync::mpsc::Receiver<CommitRequest>) {
+async fn group_committer(
+    write: AnyPool,
+    dialect: Dialect,
+    mut rx: tokio::sync::mpsc::Receiver<CommitRequest>,
+) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < GROUP_COMMIT_MAX {
@@ -852,7 +1142,7 @@ async fn group_committer(write: SqlitePool, mut rx: tokio::sync::mpsc::Receiver<
                 Err(_) => break,
             }
         }
-        match commit_batch(&write, &batch).await {
+        match commit_batch(&write, dialect, &batch).await {
             Ok(outcomes) => {
                 for (req, o) in batch.into_iter().zip(outcomes) {
                     let _ = req.reply.send(Ok(o));
@@ -860,7 +1150,7 @@ async fn group_committer(write: SqlitePool, mut rx: tokio::sync::mpsc::Receiver<
             }
             Err(_) if batch.len() > 1 => {
                 for req in batch {
-                    let r = commit_batch(&write, std::slice::from_ref(&req))
+                    let r = commit_batch(&write, dialect, std::slice::from_ref(&req))
                         .await
                         .map(|mut v| v.remove(0));
                     let _ = req.reply.send(r);
@@ -875,9 +1165,13 @@ async fn group_committer(write: SqlitePool, mut rx: tokio::sync::mpsc::Receiver<
     }
 }
 
-async fn commit_batch(write: &SqlitePool, batch: &[CommitRequest]) -> Result<Vec<CommitOutcome>> {
+async fn commit_batch(
+    write: &AnyPool,
+    dialect: Dialect,
+    batch: &[CommitRequest],
+) -> Result<Vec<CommitOutcome>> {
     let now = now_ms();
-    let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = begin_on(write, dialect).await?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for req in batch {
         let d = req.digest.to_string();

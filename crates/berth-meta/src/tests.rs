@@ -2,9 +2,7 @@ use super::*;
 
 async fn store() -> (tempfile::TempDir, MetaStore) {
     let dir = tempfile::tempdir().unwrap();
-    let m = MetaStore::open_sqlite(&dir.path().join("meta.db"))
-        .await
-        .unwrap();
+    let m = MetaStore::open_for_tests(dir.path()).await.unwrap();
     (dir, m)
 }
 
@@ -488,4 +486,112 @@ async fn cached_tags_expire_by_project_and_age() {
         ["v1"],
         "other projects are untouched"
     );
+}
+
+/// Two stores on one PostgreSQL schema stand in for two nodes: a tag moved on one is seen on
+/// the other at once (tags are never cached there), a manifest deleted on one leaves the
+/// other's cache through NOTIFY, and identity writes on one bump the other's auth version.
+/// Needs TEST_POSTGRES_URL; under CI=true its absence fails the test.
+#[tokio::test]
+async fn two_nodes_on_postgres_see_each_others_writes() {
+    let url = match std::env::var("TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true needs TEST_POSTGRES_URL (scripts/pg-test-server.sh prints one)"
+            );
+            eprintln!("skipped: TEST_POSTGRES_URL is not set");
+            return;
+        }
+    };
+    let opts = MetaStore::test_postgres_options(&url).await.unwrap();
+    let a = MetaStore::open_postgres(&opts).await.unwrap();
+    let b = MetaStore::open_postgres(&opts).await.unwrap();
+    assert_eq!(a.dialect(), Dialect::Postgres);
+    let r = a.ensure_repo(&repo("x")).await.unwrap();
+    assert_eq!(b.ensure_repo(&repo("x")).await.unwrap(), r);
+    let cfg = push_blob(&a, r, "cfg").await;
+    let first = image(&cfg, 3);
+    a.put_manifest(r, &first, Some("t")).await.unwrap();
+    // Warm b's caches.
+    assert_eq!(
+        b.resolve_tag(r, "t").await.unwrap(),
+        Some(first.digest.clone())
+    );
+    assert!(b.get_manifest(r, &first.digest).await.unwrap().is_some());
+
+    let mut second = image(&cfg, 3);
+    second.digest = d("second");
+    a.put_manifest(r, &second, Some("t")).await.unwrap();
+    assert_eq!(
+        b.resolve_tag(r, "t").await.unwrap(),
+        Some(second.digest.clone()),
+        "a tag moved on another node is seen at once"
+    );
+
+    // b serves first from its cache; a deletes it: b's copy goes when the NOTIFY arrives.
+    assert!(b.get_manifest(r, &first.digest).await.unwrap().is_some());
+    assert_eq!(
+        a.delete_manifest(r, &first.digest).await.unwrap(),
+        DeleteOutcome::Deleted(1)
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while b.get_manifest(r, &first.digest).await.unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "another node's delete never reached this node's cache"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let v = b.auth_version();
+    a.create_project("team", false, None).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while b.auth_version() == v {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "another node's identity write never reached this node"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A node refuses a schema whose `min_reader` is past the newest migration it knows, and
+/// starts on one a newer node extended with migrations it does not know.
+#[tokio::test]
+async fn a_node_refuses_only_a_schema_it_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.db");
+    let m = MetaStore::open_sqlite(&path).await.unwrap();
+    let known = schema::known_version(Dialect::Sqlite);
+    // A newer node's additive migration, unknown to this build.
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time)
+         VALUES ($1, 'from a newer release', '2026-01-01', 1, x'00', 0)",
+    )
+    .bind(known + 1)
+    .execute(&m.write)
+    .await
+    .unwrap();
+    sqlx::query("CREATE TABLE added_later (x INTEGER)")
+        .execute(&m.write)
+        .await
+        .unwrap();
+    m.close().await;
+    let m = MetaStore::open_sqlite(&path)
+        .await
+        .expect("an additive newer schema is readable");
+    // A contraction by a newer release: this build can no longer work with the schema.
+    sqlx::query("UPDATE schema_info SET value = $1 WHERE key = 'min_reader'")
+        .bind(known + 1)
+        .execute(&m.write)
+        .await
+        .unwrap();
+    m.close().await;
+    match MetaStore::open_sqlite(&path).await {
+        Err(MetaError::Incompatible(msg)) => assert!(msg.contains("upgrade"), "{msg}"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a node started on a schema it cannot read"),
+    }
 }

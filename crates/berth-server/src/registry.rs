@@ -248,6 +248,19 @@ impl Registry {
         Ok(row)
     }
 
+    /// Where to send a client for the whole blob instead of streaming it (a presigned S3 URL),
+    /// when `storage.s3.redirect` is on.
+    pub async fn blob_redirect(&self, row: &BlobRow) -> ApiResult<Option<String>> {
+        let s3 = &self.config.storage.s3;
+        if !s3.redirect {
+            return Ok(None);
+        }
+        let key = BlobKey::new(row.digest.clone(), &row.generation).ok_or_else(|| {
+            berth_meta::MetaError::Corrupt(format!("blob generation {:?}", row.generation))
+        })?;
+        Ok(self.blobs.presigned_read(&key, s3.redirect_ttl.0).await?)
+    }
+
     pub async fn read_blob(&self, row: &BlobRow, offset: u64, len: u64) -> ApiResult<ByteStream> {
         let key = BlobKey::new(row.digest.clone(), &row.generation).ok_or_else(|| {
             berth_meta::MetaError::Corrupt(format!("blob generation {:?}", row.generation))

@@ -1584,7 +1584,11 @@ async fn a_recreated_robot_does_not_inherit_old_tokens() {
         )
         .await
         .unwrap();
-    assert_eq!(new.id, old.id, "the premise: the id was reused");
+    // SQLite hands out the freed rowid again; PostgreSQL's identity never reuses one, where
+    // the property holds by construction and the check below still runs.
+    if meta.dialect() == berth_meta::Dialect::Sqlite {
+        assert_eq!(new.id, old.id, "the premise: the id was reused");
+    }
     assert_invalid_token(
         &get_as(&w, PULL_SECRET, &bearer(&t)).await,
         "the old robot's token on the new robot",

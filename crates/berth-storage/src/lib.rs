@@ -172,6 +172,16 @@ pub trait BlobStore: Send + Sync + 'static {
         len: u64,
     ) -> Result<ByteStream, StorageError>;
 
+    /// A URL from which a client can GET the blob directly for `ttl`, where the store can
+    /// issue one (S3's presigned URLs); None where it cannot.
+    async fn presigned_read(
+        &self,
+        _key: &BlobKey,
+        _ttl: std::time::Duration,
+    ) -> Result<Option<String>, StorageError> {
+        Ok(None)
+    }
+
     /// Removes a blob generation. Removing one that does not exist is not an error.
     async fn delete_blob(&self, key: &BlobKey) -> Result<(), StorageError>;
 

@@ -76,6 +76,8 @@ pub struct S3Config {
     pub part_size: usize,
     /// Allow a plain-HTTP endpoint (tests and local services only).
     pub allow_http: bool,
+    /// PEM CA certificates to trust for the endpoint, beside the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl S3Config {
@@ -92,6 +94,7 @@ impl S3Config {
             prefix: String::new(),
             part_size: DEFAULT_PART_SIZE,
             allow_http: false,
+            ca_file: None,
         }
     }
 }
@@ -211,10 +214,25 @@ impl S3BlobStore {
         // as the client takes. A stalled connection is caught by the read timeout instead,
         // which (in reqwest) runs from the start of a request to its response headers, so it
         // also bounds the upload of one part: 120 s is 16 MiB at 140 KB/s.
-        let client = ClientOptions::new()
+        let mut client = ClientOptions::new()
             .with_timeout_disabled()
             .with_connect_timeout(Duration::from_secs(10))
             .with_read_timeout(Duration::from_secs(120));
+        if let Some(ca) = &cfg.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| config_err(format!("reading ca_file {}: {e}", ca.display())))?;
+            let certs = object_store::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| config_err(format!("ca_file {}: {e}", ca.display())))?;
+            if certs.is_empty() {
+                return Err(config_err(format!(
+                    "ca_file {} holds no PEM certificate",
+                    ca.display()
+                )));
+            }
+            for c in certs {
+                client = client.with_root_certificate(c);
+            }
+        }
         // object_store's default retries last up to three minutes; a client waiting on a push
         // or a node starting against a dead endpoint should hear about it sooner.
         let retry = object_store::RetryConfig {
@@ -755,6 +773,21 @@ impl BlobStore for S3BlobStore {
             .await
             .map_err(|e| self.err(&prefix, e))?;
         self.delete_all(paths).await
+    }
+
+    async fn presigned_read(
+        &self,
+        key: &BlobKey,
+        ttl: Duration,
+    ) -> Result<Option<String>, StorageError> {
+        use object_store::signer::Signer;
+        let path = self.blob_path(key);
+        let url = self
+            .store
+            .signed_url(http::Method::GET, &path, ttl)
+            .await
+            .map_err(|e| self.err(&path, e))?;
+        Ok(Some(url.to_string()))
     }
 
     async fn read_blob(

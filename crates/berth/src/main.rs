@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use berth_core::config::{Config, LogFormat, StorageBackend};
-use berth_meta::MetaStore;
+use berth_meta::{MetaStore, PgOptions};
 use berth_server::Registry;
 use berth_storage::{BlobStore, FsBlobStore, S3BlobStore, S3Config};
 use clap::{Parser, Subcommand};
@@ -198,10 +198,27 @@ async fn open_stores(config: &Config) -> anyhow::Result<(MetaStore, Arc<dyn Blob
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    let db_path = data_dir.join("berth.db");
-    let meta = MetaStore::open_sqlite(&db_path)
-        .await
-        .with_context(|| format!("opening the database {}", db_path.display()))?;
+    let meta = if config.database.is_postgres() {
+        let db = &config.database;
+        let opts = PgOptions {
+            url: db.url.trim().to_owned(),
+            listen_url: Some(db.listen_url.trim().to_owned()).filter(|u| !u.is_empty()),
+            max_connections: db.max_connections,
+            connect_timeout: db.connect_timeout.0,
+            statement_timeout: db.statement_timeout.0,
+        };
+        MetaStore::open_postgres(&opts).await.with_context(|| {
+            format!(
+                "opening the PostgreSQL database {}",
+                berth_meta::redact_url(&opts.url)
+            )
+        })?
+    } else {
+        let db_path = data_dir.join("berth.db");
+        MetaStore::open_sqlite(&db_path)
+            .await
+            .with_context(|| format!("opening the database {}", db_path.display()))?
+    };
     let blobs: Arc<dyn BlobStore> = match config.storage.backend {
         StorageBackend::Filesystem => {
             Arc::new(FsBlobStore::open(data_dir).context("opening the blob store")?)
@@ -219,6 +236,7 @@ async fn open_stores(config: &Config) -> anyhow::Result<(MetaStore, Arc<dyn Blob
                 prefix: c.prefix.clone(),
                 part_size: c.part_size.as_u64() as usize,
                 allow_http: c.allow_http,
+                ca_file: c.ca_file.clone(),
             })
             .context("configuring the S3 blob store")?;
             // A clear error at start beats a 500 on the first push.

@@ -61,6 +61,8 @@ pub fn render(config: &Config) -> String {
     if !config.auth.ldap.bind_password.is_empty() {
         config.auth.ldap.bind_password = "********".into();
     }
+    config.database.url = berth_meta::redact_url(&config.database.url);
+    config.database.listen_url = berth_meta::redact_url(&config.database.listen_url);
     if !config.storage.s3.secret_access_key.is_empty() {
         config.storage.s3.secret_access_key = "********".into();
     }

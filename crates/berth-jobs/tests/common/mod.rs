@@ -56,7 +56,7 @@ pub fn test_config(grace: std::time::Duration) -> Config {
 impl Env {
     pub async fn new(config: Config) -> Env {
         let dir = tempfile::tempdir().expect("temp dir");
-        let meta = MetaStore::open_sqlite(&dir.path().join("berth.db"))
+        let meta = MetaStore::open_for_tests(dir.path())
             .await
             .expect("database");
         let blobs = Arc::new(FsBlobStore::open(dir.path()).expect("blob store"));

@@ -53,7 +53,7 @@ impl App {
         };
         config.auth.enabled = false;
         tweak(&mut config);
-        let meta = MetaStore::open_sqlite(&dir.path().join("berth.db"))
+        let meta = MetaStore::open_for_tests(dir.path())
             .await
             .expect("the database opens");
         let blobs = FsBlobStore::open(dir.path()).expect("the blob store opens");
