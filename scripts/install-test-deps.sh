@@ -2,11 +2,12 @@
 # Installs everything the full test suite drives: real container clients from Debian, OpenLDAP
 # (slapd and ldap-utils, for the LDAP tests, which start their own slapd in a temporary
 # directory), the Python test runner with oras in a venv at .venv, and moto (a local S3 for the
-# S3 BlobStore tests) in a venv at .venv-s3. Safe to run again; it skips what is present.
+# S3 BlobStore tests) in a venv at .venv-s3, and PostgreSQL (the tests start their own server
+# with scripts/pg-test-server.sh). Safe to run again; it skips what is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(skopeo umoci podman containerd docker.io docker-registry runc slapd ldap-utils nginx)
+APT_PACKAGES=(skopeo umoci podman containerd docker.io docker-registry runc slapd ldap-utils nginx postgresql)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -2,8 +2,10 @@
 # The whole test suite, as CI runs it: installs the real clients it drives, checks formatting
 # and lints, runs the unit and in-process tests, builds berth, then runs the black-box suites
 # (the process under crashes/TLS/SIGTERM, the OCI conformance port, authentication and
-# authorization, and real clients: skopeo, containerd, docker, podman, oras) against the real
-# binary with authentication on, then the real-client suite once more against --no-auth.
+# authorization, real clients: skopeo, containerd, docker, podman, oras, the pull-through cache,
+# and three nodes sharing PostgreSQL and S3) against the real binary with authentication on,
+# then the real-client suite once more against --no-auth, and the registry-core suites once
+# more on PostgreSQL + S3.
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh -k skopeo  extra arguments go to pytest
@@ -21,14 +23,22 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "local S3 (moto) for the S3 BlobStore tests"
-trap 'scripts/s3-test-server.sh --stop' EXIT
+step "local S3 (moto) and PostgreSQL for the S3, PostgreSQL and scale-out tests"
+trap 'scripts/s3-test-server.sh --stop; scripts/pg-test-server.sh --stop' EXIT
 S3_TEST_ENDPOINT=$(scripts/s3-test-server.sh)
 export S3_TEST_ENDPOINT
 echo "$S3_TEST_ENDPOINT"
+TEST_POSTGRES_URL=$(scripts/pg-test-server.sh)
+export TEST_POSTGRES_URL
+echo "$TEST_POSTGRES_URL"
 
-step "cargo test (unit and in-process)"
+step "cargo test (unit and in-process, metadata in SQLite)"
 cargo test --workspace --locked
+
+step "cargo test again for every crate with a MetaStore, metadata in PostgreSQL"
+# The same tests (the API in-process, authorization, the GC stress test, the MetaStore's own)
+# on the other dialect: each test gets a schema of its own in the test PostgreSQL.
+TEST_METASTORE=postgres cargo test --locked -p berth-meta -p berth-auth -p berth-jobs -p berth-server
 
 step "cargo build (the binary the black-box suites run)"
 cargo build --locked -p berth
@@ -49,10 +59,12 @@ if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then
   exit "$status"
 fi
 
-step "registry-core suites again, with blobs in S3 (moto)"
-# The conformance port and every real client against berth with storage.backend = "s3".
+step "registry-core suites again, metadata in PostgreSQL and blobs in S3 (moto)"
+# The conformance port and every real client against berth in its scale-out configuration
+# (database.url = postgres://..., storage.backend = "s3").
 status=0
-BERTH_E2E_STORAGE=s3 OCI_AUTOMATIC_CROSSMOUNT=1 .venv/bin/pytest tests/e2e/conformance tests/e2e/clients \
+BERTH_E2E_DATABASE=postgres BERTH_E2E_STORAGE=s3 OCI_AUTOMATIC_CROSSMOUNT=1 \
+  .venv/bin/pytest tests/e2e/conformance tests/e2e/clients \
   -p no:cacheprovider -ra "$@" || status=$?
 if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then
   exit "$status"

@@ -66,6 +66,42 @@ def storage_env() -> dict:
     }
 
 
+# BERTH_E2E_DATABASE=postgres: the session's registry keeps its metadata in a fresh database
+# of the PostgreSQL at TEST_POSTGRES_URL (scripts/pg-test-server.sh starts one).
+DATABASE = os.environ.get("BERTH_E2E_DATABASE", "sqlite").strip().lower()
+
+
+def create_postgres_database(prefix: str = "e2e") -> str:
+    """A new, empty database in the test PostgreSQL; returns its URL. Fails under CI=true (skips
+    elsewhere) when TEST_POSTGRES_URL is not set."""
+    admin = os.environ.get("TEST_POSTGRES_URL")
+    if not admin:
+        message = "PostgreSQL tests need TEST_POSTGRES_URL (scripts/pg-test-server.sh prints it)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    psql = require_tool("psql")
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    subprocess.run(
+        [psql, admin, "-v", "ON_ERROR_STOP=1", "-qc", f"CREATE DATABASE {name}"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    base, _, query = admin.partition("?")
+    base = base.rsplit("/", 1)[0]
+    return f"{base}/{name}" + (f"?{query}" if query else "")
+
+
+def database_env() -> dict:
+    """Configuration (as BERTH_* variables) for the session's metadata store."""
+    if DATABASE == "sqlite":
+        return {}
+    if DATABASE != "postgres":
+        raise RuntimeError(f"BERTH_E2E_DATABASE={DATABASE!r}: use sqlite or postgres")
+    return {"BERTH_DATABASE__URL": create_postgres_database()}
+
+
 def berth_env(extra: dict | None = None) -> dict:
     """The environment for a berth process: this one without BERTH_E2E_* (switches of this test
     suite, which berth would refuse as unknown configuration keys), plus `extra`."""
@@ -200,6 +236,7 @@ def registry():
                 "BERTH_ADMIN_PASSWORD": admin_password,
                 "BERTH_AUTH__AUTO_CREATE_PROJECTS": "true",
                 **storage_env(),
+                **database_env(),
             },
         )
         user, password = "e2e-user", secrets.token_urlsafe(24)
@@ -216,7 +253,7 @@ def registry():
             raise RuntimeError(f"creating the e2e user failed: {r.status_code} {r.text}")
         reg.user, reg.password = user, password
     else:
-        reg = start_berth(tmp, ["--no-auth"], env=storage_env())
+        reg = start_berth(tmp, ["--no-auth"], env={**storage_env(), **database_env()})
     yield reg
     stop_berth(reg)
     if reg.proc is not None and reg.proc.returncode not in (0, None):

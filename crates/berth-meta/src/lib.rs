@@ -42,6 +42,8 @@ pub enum MetaError {
     Incompatible(String),
     #[error("invalid database configuration: {0}")]
     Config(String),
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
@@ -357,9 +359,9 @@ impl MetaStore {
         )
         .await
         .map_err(|_| {
-            MetaError::Config(format!(
-                "PostgreSQL at {} did not answer within {:?}",
-                redact_url(&opts.url),
+            MetaError::Unreachable(format!(
+                "no answer within {:?} (database.connect_timeout): is PostgreSQL running and \
+                 listening at that host and port?",
                 opts.connect_timeout
             ))
         })??;
