@@ -29,6 +29,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -71,26 +72,32 @@ def storage_env() -> dict:
 DATABASE = os.environ.get("BERTH_E2E_DATABASE", "sqlite").strip().lower()
 
 
-def create_postgres_database(prefix: str = "e2e") -> str:
-    """A new, empty database in the test PostgreSQL; returns its URL. Fails under CI=true (skips
-    elsewhere) when TEST_POSTGRES_URL is not set."""
-    admin = os.environ.get("TEST_POSTGRES_URL")
+def psql(admin_url: str, sql: str) -> None:
+    """Runs one SQL statement with `psql` against the admin URL (raises on failure)."""
+    binary = require_tool("psql")
+    out = subprocess.run(
+        [binary, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", admin_url, "-c", sql],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "PGCONNECT_TIMEOUT": "10"},
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"psql {sql!r} failed ({out.returncode}): {out.stderr.strip()}")
+
+
+def database_url(admin_url: str, database: str) -> str:
+    """The admin URL with its database replaced."""
+    parts = urlsplit(admin_url)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+def postgres_admin_url() -> str:
+    """TEST_POSTGRES_URL; fails under CI=true (skips elsewhere) when it is not set."""
+    admin = os.environ.get("TEST_POSTGRES_URL", "").strip()
     if not admin:
         message = "PostgreSQL tests need TEST_POSTGRES_URL (scripts/pg-test-server.sh prints it)"
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
-    psql = require_tool("psql")
-    name = f"{prefix}_{secrets.token_hex(6)}"
-    subprocess.run(
-        [psql, admin, "-v", "ON_ERROR_STOP=1", "-qc", f"CREATE DATABASE {name}"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    base, _, query = admin.partition("?")
-    base = base.rsplit("/", 1)[0]
-    return f"{base}/{name}" + (f"?{query}" if query else "")
+    return admin
 
 
 def database_env() -> dict:
@@ -99,7 +106,20 @@ def database_env() -> dict:
         return {}
     if DATABASE != "postgres":
         raise RuntimeError(f"BERTH_E2E_DATABASE={DATABASE!r}: use sqlite or postgres")
-    return {"BERTH_DATABASE__URL": create_postgres_database()}
+    admin = postgres_admin_url()
+    name = f"e2e_{secrets.token_hex(6)}"
+    psql(admin, f'CREATE DATABASE "{name}"')
+    _databases.append(name)
+    return {"BERTH_DATABASE__URL": database_url(admin, name)}
+
+
+_databases: list[str] = []  # created by database_env(), dropped when the session's registry stops
+
+
+def drop_databases() -> None:
+    while _databases:
+        name = _databases.pop()
+        psql(postgres_admin_url(), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def berth_env(extra: dict | None = None) -> dict:
@@ -256,6 +276,7 @@ def registry():
         reg = start_berth(tmp, ["--no-auth"], env={**storage_env(), **database_env()})
     yield reg
     stop_berth(reg)
+    drop_databases()
     if reg.proc is not None and reg.proc.returncode not in (0, None):
         print(f"berth exited with {reg.proc.returncode}; log kept at {reg.log_path}")
     else:
