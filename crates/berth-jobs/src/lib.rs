@@ -49,14 +49,28 @@ pub fn validate_schedules(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
+/// This host as far as process ids go: the host name and the pid namespace. Two containers may
+/// share a host name (host networking) but not their pids, and a pid is only checked for
+/// liveness by a process of the same namespace.
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into())
+        .unwrap_or_else(|_| "localhost".into());
+    // "pid:[4026531836]"
+    let ns = std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .and_then(|l| {
+            let l = l.to_string_lossy().into_owned();
+            let inner = l.strip_prefix("pid:[")?.strip_suffix(']')?.to_owned();
+            Some(inner)
+        })
+        .unwrap_or_else(|| "0".into());
+    format!("{name}@{ns}")
 }
 
-/// A worker's name in the jobs table: `<host>/<pid>/<random>`, so a restarted node of the
-/// embedded mode can tell which running jobs belonged to a process that died.
+/// A worker's name in the jobs table: `<host>@<pid namespace>/<pid>/<random>`, so a node that
+/// starts on the same host (and in the same pid namespace) can tell which running jobs
+/// belonged to a process that died, and take them over before their lease runs out.
 pub fn worker_name() -> String {
     format!(
         "{}/{}/{}",

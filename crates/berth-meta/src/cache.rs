@@ -242,17 +242,14 @@ pub(crate) async fn listen_for_other_nodes(
                         if let Some(r) = ready.take() {
                             let _ = r.send(());
                         }
-                        loop {
-                            match listener.try_recv().await {
-                                Ok(Some(n)) => match n.payload() {
-                                    NOTE_AUTH => {
-                                        auth_version.fetch_add(1, Ordering::AcqRel);
-                                    }
-                                    _ => cache.clear(),
-                                },
-                                // The connection was lost (and perhaps re-established,
-                                // missing what was sent in between): start over.
-                                Ok(None) | Err(_) => break,
+                        // Ok(None) or an error: the connection was lost (and perhaps
+                        // re-established, missing what was sent in between): start over.
+                        while let Ok(Some(n)) = listener.try_recv().await {
+                            match n.payload() {
+                                NOTE_AUTH => {
+                                    auth_version.fetch_add(1, Ordering::AcqRel);
+                                }
+                                _ => cache.clear(),
                             }
                         }
                         tracing::warn!(

@@ -230,7 +230,8 @@ impl MetaStore {
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
-            "UPDATE jobs SET state = 'succeeded', finished_at = $3, result = $4, lease_owner = NULL, lease_until = NULL, error = NULL
+            // lease_owner stays: it says which node's worker finished the job.
+            "UPDATE jobs SET state = 'succeeded', finished_at = $3, result = $4, lease_until = NULL, error = NULL
              WHERE id = $1 AND lease_owner = $2",
         )
         .bind(id)

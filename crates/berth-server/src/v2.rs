@@ -784,15 +784,17 @@ async fn get_blob(
     };
     // A whole-blob GET goes to the bucket directly when redirects are on (a ranged one is
     // served here, since not every client repeats its Range header after a redirect).
-    if !head && status == StatusCode::OK && len > 0 {
-        if let Some(url) = reg.blob_redirect(&row).await? {
-            let mut resp = Response::new(Body::empty());
-            *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
-            let h = resp.headers_mut();
-            h.insert(header::LOCATION, hv(&url));
-            h.insert(DIGEST_HEADER, hv(&d.to_string()));
-            return Ok(resp);
-        }
+    if !head
+        && status == StatusCode::OK
+        && len > 0
+        && let Some(url) = reg.blob_redirect(&row).await?
+    {
+        let mut resp = Response::new(Body::empty());
+        *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+        let h = resp.headers_mut();
+        h.insert(header::LOCATION, hv(&url));
+        h.insert(DIGEST_HEADER, hv(&d.to_string()));
+        return Ok(resp);
     }
     let body = if head || len == 0 {
         Body::empty()
