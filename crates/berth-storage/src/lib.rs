@@ -3,6 +3,7 @@
 //! of a digest that is being swept never shares a path with the sweep. Which generation is
 //! live, and who may see it, is the MetaStore's business, not this crate's.
 
+mod buffers;
 mod fs;
 #[cfg(feature = "s3")]
 mod s3;
