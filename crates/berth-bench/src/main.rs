@@ -8,6 +8,7 @@
 mod data;
 mod http;
 mod ops;
+mod refserver;
 mod report;
 mod scenarios;
 mod servers;
@@ -73,6 +74,11 @@ pub struct Cli {
 }
 
 fn main() -> ExitCode {
+    // The reference servers the benchmark starts are this binary too.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(code) = refserver::main_if_asked(&args) {
+        return code;
+    }
     let cli = Cli::parse();
     // The servers are tied to the thread that started them (PR_SET_PDEATHSIG), which is
     // this one: block_on runs the benchmark's main future here.

@@ -18,6 +18,12 @@ use crate::data::{Blob, BlobMaker, random_pool};
 use crate::http::{Conn, Endpoint, ReqBody, next_link};
 use crate::ops::{self, Monolithic};
 use crate::report::{self, BERTH, Cell, DIST, MACHINE, Metrics, NGINX, Row};
+
+/// The benchmark's own minimal servers (refserver.rs), as columns of the metrics.
+const REF_SINK_DISK: &str = "ref-sink-durable";
+const REF_SINK_HASH: &str = "ref-sink-hash";
+const REF_FILES: &str = "ref-files";
+const REF_FILES_TLS: &str = "ref-files-tls";
 use crate::servers::{self, Server};
 use crate::stats::{MIB, Rng, Tally, ms};
 
@@ -148,6 +154,8 @@ struct Ctx {
     /// The last big blob pushed to each system (who -> blob), pulled by the pull scenario.
     big: Vec<(&'static str, Blob)>,
     nginx_big: Option<Blob>,
+    /// The throw-away TLS certificate and key (for berth over TLS and the TLS reference).
+    tls_files: Option<(PathBuf, PathBuf)>,
     /// Config and layer shared by the manifests of every system (same bytes everywhere).
     config: Blob,
     layer: Blob,
@@ -295,6 +303,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         big_maker: None,
         big: Vec::new(),
         nginx_big: None,
+        tls_files: None,
         config,
         layer,
         hot_manifest,
@@ -512,6 +521,7 @@ async fn start_servers(ctx: &mut Ctx) -> anyhow::Result<()> {
         std::fs::create_dir_all(&dir)?;
         match self_signed(&dir) {
             Ok((cert, key)) => {
+                ctx.tls_files = Some((cert.clone(), key.clone()));
                 let addr = servers::free_addr()?;
                 let ep = Endpoint::tls(addr, &cert)?;
                 let env = servers::berth_env(&[
@@ -663,6 +673,18 @@ async fn push(ctx: &mut Ctx) -> anyhow::Result<()> {
     let maker = ctx.big_maker.take().context("big blob maker")?;
     let size_mib = plan.big as f64 / MIB;
     let long = Duration::from_secs(600);
+    let mut refs = Vec::new();
+    for (who, dir) in [(REF_SINK_DISK, "sink"), (REF_SINK_HASH, "-")] {
+        let addr = servers::free_addr()?;
+        let dir_arg = if dir == "-" {
+            "-".to_owned()
+        } else {
+            ctx.work.join("ref-sink").display().to_string()
+        };
+        let mut srv = servers::reference(who, &ctx.work.join("refs"), addr, &["sink", &dir_arg])?;
+        srv.start(Duration::from_secs(30)).await?;
+        refs.push((who, srv));
+    }
     for run in 0..plan.runs {
         // Each run on empty registries: a run's blobs are all the disk holds.
         fresh(ctx).await?;
@@ -679,6 +701,21 @@ async fn push(ctx: &mut Ctx) -> anyhow::Result<()> {
             run + 1,
             plan.runs
         ));
+        // The least work a durable push needs on this machine with this client: the
+        // benchmark's own minimal receivers (see refserver.rs), same request as berth's.
+        for (who, srv) in refs.iter() {
+            let blob = maker.make();
+            let mut conn = Conn::new(srv.endpoint.clone()).with_timeout(long);
+            let t = Instant::now();
+            match ops::push_monolithic(&mut conn, Monolithic::Post, "bench/big", &blob).await {
+                Ok(()) => {
+                    let rate = size_mib / t.elapsed().as_secs_f64();
+                    ctx.m.add("push_mono", who, rate);
+                    progress(format!("   {who} push_mono: {rate:.0} MiB/s"));
+                }
+                Err(e) => ctx.m.error(who, "push_mono", 1, &[format!("{e:#}")]),
+            }
+        }
         ctx.reset_peaks();
         for chunked in [false, true] {
             for i in 0..ctx.systems.len() {
@@ -714,6 +751,9 @@ async fn push(ctx: &mut Ctx) -> anyhow::Result<()> {
             }
         }
         ctx.record_peaks("rss_push");
+    }
+    for (_, mut srv) in refs {
+        srv.stop(Duration::from_secs(10)).await?;
     }
     ctx.big_maker = Some(maker);
     Ok(())
@@ -819,6 +859,42 @@ async fn pull(ctx: &mut Ctx) -> anyhow::Result<()> {
             b,
         ));
     }
+    // The benchmark's own minimal file servers (1 MiB reads, as berth), over HTTP and TLS:
+    // what TLS costs on this machine with no registry around it.
+    let mut refs = Vec::new();
+    if let Some(b) = &ctx.nginx_big {
+        let file = ctx.nginx_root.join("big.bin").display().to_string();
+        let addr = servers::free_addr()?;
+        let mut plain =
+            servers::reference(REF_FILES, &ctx.work.join("refs"), addr, &["files", &file])?;
+        plain.start(Duration::from_secs(30)).await?;
+        targets.push((
+            REF_FILES,
+            plain.endpoint.clone(),
+            "/big.bin".into(),
+            b.clone(),
+        ));
+        refs.push(plain);
+        if let Some((cert, key)) = &ctx.tls_files {
+            let addr = servers::free_addr()?;
+            let (c, k) = (cert.display().to_string(), key.display().to_string());
+            let mut tls = servers::reference(
+                REF_FILES_TLS,
+                &ctx.work.join("refs"),
+                addr,
+                &["files", &file, &c, &k],
+            )?;
+            tls.endpoint = Endpoint::tls(addr, cert)?;
+            tls.start(Duration::from_secs(30)).await?;
+            targets.push((
+                REF_FILES_TLS,
+                tls.endpoint.clone(),
+                "/big.bin".into(),
+                b.clone(),
+            ));
+            refs.push(tls);
+        }
+    }
     for run in 0..plan.runs {
         ctx.reset_peaks();
         for (streams, verify) in [(1, false), (1, true), (4, false), (4, true)] {
@@ -836,6 +912,9 @@ async fn pull(ctx: &mut Ctx) -> anyhow::Result<()> {
             progress(line);
         }
         ctx.record_peaks("rss_pull");
+    }
+    for mut srv in refs {
+        srv.stop(Duration::from_secs(10)).await?;
     }
     // The large blobs are not needed any more: give their disk space back.
     if let Some(mut tls) = ctx.tls.take()
@@ -1741,6 +1820,41 @@ fn rows(ctx: &Ctx) -> Vec<Row> {
             ge(b, 0.8, floor),
         );
     }
+    // The benchmark's own minimal receivers: the least a durable push costs here.
+    for (who, what) in [
+        (REF_SINK_HASH, "receive + SHA-256, no disk"),
+        (REF_SINK_DISK, "receive + SHA-256 + write + fdatasync"),
+    ] {
+        let r = med("push_mono", who);
+        if r.is_some() {
+            add(
+                s,
+                &format!("push_mono_{who}"),
+                format!("minimal receiver ({what}), push {big} monolithic, MiB/s"),
+                Cell::None,
+                Cell::None,
+                r.into(),
+                "minimal receiver",
+                "",
+                None,
+            );
+        }
+    }
+    let durable_ref = med("push_mono", REF_SINK_DISK);
+    if durable_ref.is_some() {
+        let b = med("push_mono", BERTH);
+        add(
+            s,
+            "push_mono_vs_minimal",
+            format!("push {big} monolithic, vs the minimal durable receiver, MiB/s"),
+            b.into(),
+            dist("push_mono"),
+            durable_ref.into(),
+            "minimal durable receiver",
+            "≥ 0.8 × reference",
+            ge(b, 0.8, durable_ref),
+        );
+    }
     let tls_push = med("push_mono_tls", BERTH);
     if tls_push.is_some() {
         add(
@@ -1778,6 +1892,20 @@ fn rows(ctx: &Ctx) -> Vec<Row> {
                 "≥ 1.2 × nginx",
                 ge(b, 1.2, n),
             );
+            let r = med(&id, REF_FILES);
+            if r.is_some() {
+                add(
+                    s,
+                    &format!("{id}_vs_minimal"),
+                    format!("pull {big}, {what}, vs the minimal file server (1 MiB reads), MiB/s"),
+                    b.into(),
+                    dist(&id),
+                    r.into(),
+                    "minimal server",
+                    "",
+                    None,
+                );
+            }
         }
     }
     for streams in [1, 4] {
@@ -1790,6 +1918,22 @@ fn rows(ctx: &Ctx) -> Vec<Row> {
             );
             let t = med(&id, "berth-tls");
             let h = med(&id, BERTH);
+            let (rt, rh) = (med(&id, REF_FILES_TLS), med(&id, REF_FILES));
+            if let (Some(rt_v), Some(rh_v)) = (rt, rh) {
+                // What TLS costs on this machine, with no registry around it: the benchmark's
+                // minimal file server, over TLS against over HTTP.
+                add(
+                    s,
+                    &format!("{id}_tls_minimal"),
+                    format!("minimal file server over TLS, {what}, MiB/s"),
+                    Cell::None,
+                    Cell::None,
+                    rt.into(),
+                    "minimal server",
+                    &format!("(its TLS/HTTP: {:.2}×)", rt_v / rh_v),
+                    None,
+                );
+            }
             if t.is_some() {
                 add(
                     s,
@@ -1801,6 +1945,19 @@ fn rows(ctx: &Ctx) -> Vec<Row> {
                     "berth over HTTP",
                     "≥ 0.7 × HTTP",
                     ge(t, 0.7, h),
+                );
+            }
+            if t.is_some() && rt.is_some() {
+                add(
+                    s,
+                    &format!("{id}_tls_vs_minimal"),
+                    format!("pull {big} over TLS, {what}, vs the minimal TLS server, MiB/s"),
+                    t.into(),
+                    Cell::None,
+                    rt.into(),
+                    "minimal TLS server",
+                    "≥ 0.9 × reference",
+                    ge(t, 0.9, rt),
                 );
             }
         }

@@ -297,6 +297,28 @@ pub fn berth(
     .with_data(data))
 }
 
+/// One of this binary's reference servers (see `refserver`): `args` after the program name.
+pub fn reference(
+    name: &str,
+    dir: &Path,
+    addr: SocketAddr,
+    args: &[&str],
+) -> anyhow::Result<Server> {
+    fs::create_dir_all(dir)?;
+    let me = std::env::current_exe().context("the benchmark's own path")?;
+    let mut all = vec![args[0].to_owned(), addr.to_string()];
+    all.extend(args[1..].iter().map(|a| a.to_string()));
+    Ok(Server::new(
+        name,
+        &me,
+        all,
+        Vec::new(),
+        dir.join(format!("{name}.log")),
+        Endpoint::plain(addr),
+        "/v2/",
+    ))
+}
+
 /// Distribution 2.8 with the filesystem driver, deletes enabled, the in-memory blob
 /// descriptor cache of Debian's packaged configuration, and log level error.
 pub fn distribution(bin: &Path, dir: &Path, addr: SocketAddr) -> anyhow::Result<Server> {
