@@ -33,7 +33,7 @@ const WRITE_QUEUE: usize = 2;
 /// Each piece is read on a blocking thread straight into a recycled buffer and handed to the
 /// consumer without a copy, and the next piece is read while the consumer sends this one. No
 /// thread is held while the client is slow to take bytes, so a slow client ties up nothing but
-/// its two or three buffers. Fewer bytes than promised is an error (the blob was truncated).
+/// its two or three buffers. A file shorter than `len` ends the stream early.
 fn read_stream(file: File, len: u64) -> ByteStream {
     type Piece = (File, Vec<u8>, io::Result<()>);
 
@@ -45,10 +45,10 @@ fn read_stream(file: File, len: u64) -> ByteStream {
             }
             match std::io::Read::read(&mut file, &mut buf[got..]) {
                 Ok(0) => {
-                    break Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the blob file is shorter than its recorded size",
-                    ));
+                    // The file ends here (scrub asks for one byte more than the blob's size
+                    // to find files that are too long): what there is, then the end.
+                    buf.truncate(got);
+                    break Ok(());
                 }
                 Ok(k) => got += k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -63,6 +63,8 @@ fn read_stream(file: File, len: u64) -> ByteStream {
         left: u64,
         spare: Recycler,
         next: Option<tokio::task::JoinHandle<Piece>>,
+        /// The length asked of the piece being read.
+        wanted: usize,
     }
 
     impl State {
@@ -72,6 +74,7 @@ fn read_stream(file: File, len: u64) -> ByteStream {
             }
             let n = self.left.min(IO_CHUNK as u64) as usize;
             self.left -= n as u64;
+            self.wanted = n;
             let buf = self.spare.take(n);
             self.next = Some(tokio::task::spawn_blocking(move || read_piece(file, buf)));
         }
@@ -81,14 +84,22 @@ fn read_stream(file: File, len: u64) -> ByteStream {
         left: len,
         spare: Recycler::default(),
         next: None,
+        wanted: 0,
     };
     state.start(file);
     Box::pin(futures_util::stream::unfold(state, |mut st| async move {
         let piece = st.next.take()?.await;
         match piece {
             Ok((file, buf, Ok(()))) => {
-                // Read ahead while this piece goes to the client.
-                st.start(file);
+                if st.wanted > buf.len() {
+                    st.left = 0; // the file ended early
+                } else {
+                    // Read ahead while this piece goes to the client.
+                    st.start(file);
+                }
+                if buf.is_empty() {
+                    return None;
+                }
                 let bytes = st.spare.bytes(buf);
                 Some((Ok(bytes), st))
             }
@@ -427,5 +438,55 @@ impl BlobStore for FsBlobStore {
             .await
             .map(|m| m.len())
             .map_err(|e| StorageError::io(path.display().to_string(), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn collect(mut s: ByteStream) -> (Vec<u8>, usize) {
+        let (mut all, mut pieces) = (Vec::new(), 0);
+        while let Some(piece) = s.next().await {
+            let piece = piece.unwrap();
+            assert!(!piece.is_empty() && piece.len() <= IO_CHUNK);
+            all.extend_from_slice(&piece);
+            pieces += 1;
+        }
+        (all, pieces)
+    }
+
+    fn file_of(dir: &Path, data: &[u8]) -> File {
+        let path = dir.join("f");
+        std::fs::write(&path, data).unwrap();
+        File::open(path).unwrap()
+    }
+
+    #[tokio::test]
+    async fn reads_stream_every_byte_across_pieces_and_stop_at_the_end_of_a_short_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..IO_CHUNK * 2 + 1000).map(|i| (i % 251) as u8).collect();
+
+        let (all, pieces) =
+            collect(read_stream(file_of(dir.path(), &data), data.len() as u64)).await;
+        assert_eq!(all, data);
+        assert_eq!(pieces, 3);
+
+        // From an offset, a length that ends inside a piece.
+        let mut f = file_of(dir.path(), &data);
+        f.seek(SeekFrom::Start(7)).unwrap();
+        let (all, _) = collect(read_stream(f, IO_CHUNK as u64 + 3)).await;
+        assert_eq!(all, data[7..7 + IO_CHUNK + 3]);
+
+        // More asked than the file holds (scrub asks for one byte more): what there is.
+        let (all, _) = collect(read_stream(
+            file_of(dir.path(), &data),
+            data.len() as u64 + 1,
+        ))
+        .await;
+        assert_eq!(all, data);
+
+        let (all, pieces) = collect(read_stream(file_of(dir.path(), b""), 10)).await;
+        assert!(all.is_empty() && pieces == 0);
     }
 }
