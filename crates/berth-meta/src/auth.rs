@@ -173,10 +173,11 @@ impl MetaStore {
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         if self.dialect == crate::Dialect::Postgres {
             let pool = self.write.clone();
+            let note = self.cache.note(crate::cache::NOTE_AUTH);
             tokio::spawn(async move {
                 let sent = sqlx::query("SELECT 1 FROM pg_notify($1, $2)")
                     .bind(crate::cache::CHANNEL)
-                    .bind(crate::cache::NOTE_AUTH)
+                    .bind(note)
                     .execute(&pool)
                     .await;
                 if let Err(e) = sent {

@@ -65,6 +65,9 @@ pub(crate) struct ReadCache {
     usable: AtomicBool,
     /// Whether tags may be cached: only when this process is the only writer (SQLite).
     tags: bool,
+    /// This store's name in the notifications it sends, so that it skips its own (it has
+    /// already applied them when it committed).
+    node: String,
 }
 
 impl ReadCache {
@@ -75,6 +78,7 @@ impl ReadCache {
             generation: AtomicU64::new(0),
             usable: AtomicBool::new(true),
             tags: true,
+            node: String::new(),
         }
     }
 
@@ -85,7 +89,13 @@ impl ReadCache {
             generation: AtomicU64::new(0),
             usable: AtomicBool::new(false),
             tags: false,
+            node: node_name(),
         }
+    }
+
+    /// The payload of a notification of `what` from this store.
+    pub fn note(&self, what: &str) -> String {
+        format!("{what} {}", self.node)
     }
 
     fn set_usable(&self, usable: bool) {
@@ -245,7 +255,12 @@ pub(crate) async fn listen_for_other_nodes(
                         // Ok(None) or an error: the connection was lost (and perhaps
                         // re-established, missing what was sent in between): start over.
                         while let Ok(Some(n)) = listener.try_recv().await {
-                            match n.payload() {
+                            let (what, from) =
+                                n.payload().split_once(' ').unwrap_or((n.payload(), ""));
+                            if from == cache.node {
+                                continue;
+                            }
+                            match what {
                                 NOTE_AUTH => {
                                     auth_version.fetch_add(1, Ordering::AcqRel);
                                 }
@@ -267,4 +282,13 @@ pub(crate) async fn listen_for_other_nodes(
         }
     });
     let _ = tokio::time::timeout(connect_timeout, ready_rx).await;
+}
+
+/// A name for this store that no other store shares: process id, time and a random value.
+fn node_name() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("{}-{}-{random:016x}", std::process::id(), crate::now_ms())
 }

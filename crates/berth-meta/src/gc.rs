@@ -457,7 +457,7 @@ impl GcTx {
         if self.deleted_manifests && self.dialect == crate::Dialect::Postgres {
             sqlx::query("SELECT 1 FROM pg_notify($1, $2)")
                 .bind(crate::cache::CHANNEL)
-                .bind(crate::cache::NOTE_MANIFESTS)
+                .bind(self.cache.note(crate::cache::NOTE_MANIFESTS))
                 .execute(&mut *self.tx)
                 .await?;
         }

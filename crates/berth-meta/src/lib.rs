@@ -474,7 +474,7 @@ impl MetaStore {
         if self.dialect == Dialect::Postgres {
             sqlx::query("SELECT 1 FROM pg_notify($1, $2)")
                 .bind(cache::CHANNEL)
-                .bind(what)
+                .bind(self.cache.note(what))
                 .execute(&mut **tx)
                 .await?;
         }
