@@ -283,9 +283,14 @@ impl MetaStore {
                 .to_url_lossy()
         };
         // The URL carries the file and the mode; the pragmas are set on every connection.
-        let pragmas = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                       PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
-        let options = || {
+        let write_pragmas = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
+        // Readers keep a small page cache each (SQLite's default is 2 MiB per connection, 16
+        // MiB over the read pool): pages they miss come from the OS page cache, and the hot
+        // path is served from the registry's own cache.
+        let read_pragmas = "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+                            PRAGMA cache_size = -256;";
+        let options = |pragmas: &'static str| {
             AnyPoolOptions::new().after_connect(move |conn, _| {
                 Box::pin(async move {
                     sqlx::raw_sql(pragmas).execute(conn).await?;
@@ -293,13 +298,13 @@ impl MetaStore {
                 })
             })
         };
-        let write = options()
+        let write = options(write_pragmas)
             .max_connections(1)
             .min_connections(1)
             .connect_with(AnyConnectOptions::from_url(&url(false))?)
             .await?;
         schema::migrate(&write, Dialect::Sqlite).await?;
-        let read = options()
+        let read = options(read_pragmas)
             .max_connections(8)
             .min_connections(1)
             .connect_with(AnyConnectOptions::from_url(&url(true))?)
