@@ -411,6 +411,11 @@ impl DatabaseConfig {
     }
 }
 
+/// Whether `url` names a PostgreSQL server (the only database `database.url` may name).
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 /// The durable job queue (`[jobs]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -680,8 +685,7 @@ impl Config {
         }
         let db = &self.database;
         if db.is_postgres() {
-            let url = db.url.trim();
-            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            if !is_postgres_url(db.url.trim()) {
                 return Err(
                     "database.url must be a postgres:// URL (or empty for SQLite in data_dir)"
                         .into(),

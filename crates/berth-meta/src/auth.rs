@@ -171,16 +171,10 @@ impl MetaStore {
     fn auth_changed(&self) {
         self.auth_version
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        if self.dialect == crate::Dialect::Postgres {
-            let pool = self.write.clone();
-            let note = self.cache.note(crate::cache::NOTE_AUTH);
+        if self.cache.has_peers() {
+            let (cache, pool) = (self.cache.clone(), self.write.clone());
             tokio::spawn(async move {
-                let sent = sqlx::query("SELECT 1 FROM pg_notify($1, $2)")
-                    .bind(crate::cache::CHANNEL)
-                    .bind(note)
-                    .execute(&pool)
-                    .await;
-                if let Err(e) = sent {
+                if let Err(e) = cache.notify(&pool, crate::cache::NOTE_AUTH).await {
                     tracing::warn!(error = %e, "could not tell other nodes of an identity change");
                 }
             });

@@ -63,11 +63,10 @@ pub(crate) struct ReadCache {
     generation: AtomicU64,
     /// False while another node's writes could go unnoticed (PostgreSQL listener down).
     usable: AtomicBool,
-    /// Whether tags may be cached: only when this process is the only writer (SQLite).
-    tags: bool,
-    /// This store's name in the notifications it sends, so that it skips its own (it has
-    /// already applied them when it committed).
-    node: String,
+    /// This store's name in the notifications it sends to other nodes (so that it skips its
+    /// own, already applied when it committed), when there are other nodes (PostgreSQL). An
+    /// embedded store is the only writer and also caches tags.
+    node: Option<String>,
 }
 
 impl ReadCache {
@@ -77,8 +76,7 @@ impl ReadCache {
             inner: Default::default(),
             generation: AtomicU64::new(0),
             usable: AtomicBool::new(true),
-            tags: true,
-            node: String::new(),
+            node: None,
         }
     }
 
@@ -88,24 +86,40 @@ impl ReadCache {
             inner: Default::default(),
             generation: AtomicU64::new(0),
             usable: AtomicBool::new(false),
-            tags: false,
-            node: node_name(),
+            node: Some(node_name()),
         }
     }
 
-    /// The payload of a notification of `what` from this store.
-    pub fn note(&self, what: &str) -> String {
-        format!("{what} {}", self.node)
+    /// Whether other nodes write too (PostgreSQL).
+    pub fn has_peers(&self) -> bool {
+        self.node.is_some()
     }
 
+    fn caches_tags(&self) -> bool {
+        !self.has_peers()
+    }
+
+    /// Tells the other nodes that `conn`'s transaction changed `what`, when it commits;
+    /// nothing for an embedded store.
+    pub async fn notify<'c, E>(&self, conn: E, what: &str) -> Result<(), sqlx::Error>
+    where
+        E: sqlx::Executor<'c, Database = sqlx::Any>,
+    {
+        if let Some(node) = &self.node {
+            sqlx::query("SELECT 1 FROM pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(format!("{what} {node}"))
+                .execute(conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Flushed on both edges: what was filled before an outage of the listener may be stale
+    /// after it, and nothing is filled while it lasts.
     fn set_usable(&self, usable: bool) {
-        if usable {
-            self.clear();
-        }
+        self.clear();
         self.usable.store(usable, Ordering::Release);
-        if !usable {
-            self.clear();
-        }
     }
 
     /// The generation a reader must quote when it fills an entry.
@@ -156,14 +170,14 @@ impl ReadCache {
     }
 
     pub fn tag(&self, repo: i64, tag: &str) -> Option<Digest> {
-        if !self.tags {
+        if !self.caches_tags() {
             return None;
         }
         self.read()?.tags.get(&(repo, tag.to_owned())).cloned()
     }
 
     pub fn fill_tag(&self, generation: u64, repo: i64, tag: &str, digest: &Digest) {
-        if !self.tags {
+        if !self.caches_tags() {
             return;
         }
         self.fill(generation, |i| {
@@ -257,7 +271,7 @@ pub(crate) async fn listen_for_other_nodes(
                         while let Ok(Some(n)) = listener.try_recv().await {
                             let (what, from) =
                                 n.payload().split_once(' ').unwrap_or((n.payload(), ""));
-                            if from == cache.node {
+                            if Some(from) == cache.node.as_deref() {
                                 continue;
                             }
                             match what {

@@ -252,7 +252,6 @@ pub(crate) async fn delete_manifest_cascade(
 pub struct GcTx {
     tx: Transaction<'static, Any>,
     cache: std::sync::Arc<crate::cache::ReadCache>,
-    dialect: crate::Dialect,
     deleted_manifests: bool,
 }
 
@@ -261,7 +260,6 @@ impl MetaStore {
         Ok(GcTx {
             tx: self.begin_write().await?,
             cache: self.cache.clone(),
-            dialect: self.dialect,
             deleted_manifests: false,
         })
     }
@@ -454,11 +452,9 @@ impl MetaStore {
 
 impl GcTx {
     pub async fn commit(mut self) -> Result<()> {
-        if self.deleted_manifests && self.dialect == crate::Dialect::Postgres {
-            sqlx::query("SELECT 1 FROM pg_notify($1, $2)")
-                .bind(crate::cache::CHANNEL)
-                .bind(self.cache.note(crate::cache::NOTE_MANIFESTS))
-                .execute(&mut *self.tx)
+        if self.deleted_manifests {
+            self.cache
+                .notify(&mut *self.tx, crate::cache::NOTE_MANIFESTS)
                 .await?;
         }
         self.tx.commit().await?;

@@ -246,7 +246,7 @@ pub(crate) async fn begin_on(
 }
 
 #[cfg(any(test, feature = "test-util"))]
-fn uuid_simple() -> String {
+fn unique_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     format!(
@@ -327,7 +327,7 @@ impl MetaStore {
     /// server cannot be reached within the connect timeout.
     pub async fn open_postgres(opts: &PgOptions) -> Result<MetaStore> {
         sqlx::any::install_default_drivers();
-        if !(opts.url.starts_with("postgres://") || opts.url.starts_with("postgresql://")) {
+        if !berth_core::config::is_postgres_url(&opts.url) {
             return Err(MetaError::Config(
                 "database.url must be a postgres:// URL (leave it empty for SQLite)".into(),
             ));
@@ -433,7 +433,7 @@ impl MetaStore {
     #[cfg(any(test, feature = "test-util"))]
     pub async fn test_postgres_options(admin_url: &str) -> Result<PgOptions> {
         use sqlx::Connection;
-        let schema = format!("t_{}", uuid_simple());
+        let schema = format!("t_{}", unique_suffix());
         let mut conn = sqlx::postgres::PgConnection::connect(admin_url).await?;
         sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
             .execute(&mut conn)
@@ -468,22 +468,6 @@ impl MetaStore {
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
-    }
-
-    /// Tells the other nodes (PostgreSQL) what this transaction changed, when it commits.
-    pub(crate) async fn notify_peers(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        what: &str,
-    ) -> Result<(), sqlx::Error> {
-        if self.dialect == Dialect::Postgres {
-            sqlx::query("SELECT 1 FROM pg_notify($1, $2)")
-                .bind(cache::CHANNEL)
-                .bind(self.cache.note(what))
-                .execute(&mut **tx)
-                .await?;
-        }
-        Ok(())
     }
 
     pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
@@ -980,7 +964,7 @@ impl MetaStore {
             return Ok(DeleteOutcome::Listed(parents));
         }
         let deleted = gc::delete_manifest_cascade(&mut tx, repo_id, &d, now_ms()).await?;
-        self.notify_peers(&mut tx, cache::NOTE_MANIFESTS).await?;
+        self.cache.notify(&mut *tx, cache::NOTE_MANIFESTS).await?;
         tx.commit().await?;
         self.cache.clear();
         Ok(DeleteOutcome::Deleted(deleted))
