@@ -255,17 +255,14 @@ impl Registry {
         if !s3.redirect {
             return Ok(None);
         }
-        let key = BlobKey::new(row.digest.clone(), &row.generation).ok_or_else(|| {
-            berth_meta::MetaError::Corrupt(format!("blob generation {:?}", row.generation))
-        })?;
-        Ok(self.blobs.presigned_read(&key, s3.redirect_ttl.0).await?)
+        Ok(self
+            .blobs
+            .presigned_read(&stored_key(row)?, s3.redirect_ttl.0)
+            .await?)
     }
 
     pub async fn read_blob(&self, row: &BlobRow, offset: u64, len: u64) -> ApiResult<ByteStream> {
-        let key = BlobKey::new(row.digest.clone(), &row.generation).ok_or_else(|| {
-            berth_meta::MetaError::Corrupt(format!("blob generation {:?}", row.generation))
-        })?;
-        Ok(self.blobs.read_blob(&key, offset, len).await?)
+        Ok(self.blobs.read_blob(&stored_key(row)?, offset, len).await?)
     }
 
     pub async fn delete_blob(&self, name: &RepoName, digest: &Digest) -> ApiResult<()> {
@@ -900,4 +897,11 @@ fn page<T>(items: &mut Vec<T>, n: u32) -> Page<T> {
         items: std::mem::take(items),
         more,
     }
+}
+
+/// The stored object of a blob row.
+fn stored_key(row: &BlobRow) -> Result<BlobKey, berth_meta::MetaError> {
+    BlobKey::new(row.digest.clone(), &row.generation).ok_or_else(|| {
+        berth_meta::MetaError::Corrupt(format!("blob generation {:?}", row.generation))
+    })
 }

@@ -14,8 +14,6 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use berth_core::Digester;
 use futures_util::StreamExt;
-use tokio::io::AsyncReadExt;
-use tokio_util::io::ReaderStream;
 
 use crate::buffers::Recycler;
 use crate::{BlobKey, BlobStore, ByteStream, StorageError, StoredObject, UploadId, WriteError};
@@ -371,13 +369,12 @@ impl BlobStore for FsBlobStore {
 
     async fn read_upload(&self, id: &UploadId, len: u64) -> Result<ByteStream, StorageError> {
         let path = self.upload_path(id);
-        let file = tokio::fs::File::open(&path)
+        let what = path.display().to_string();
+        let file = tokio::task::spawn_blocking(move || File::open(&path))
             .await
-            .map_err(|e| StorageError::io(path.display().to_string(), e))?;
-        Ok(Box::pin(ReaderStream::with_capacity(
-            file.take(len),
-            IO_CHUNK,
-        )))
+            .map_err(|e| blocking_err(&what, e))?
+            .map_err(|e| StorageError::io(&what, e))?;
+        Ok(read_stream(file, 0, len))
     }
 
     async fn delete_upload(&self, id: &UploadId) -> Result<(), StorageError> {
