@@ -296,10 +296,8 @@ async fn files(
                 }
             });
             let mut r = Response::new(Body::Stream(rx));
-            r.headers_mut().insert(
-                "content-length",
-                hyper::header::HeaderValue::from_str(&len.to_string()).expect("a number"),
-            );
+            r.headers_mut()
+                .insert("content-length", hyper::header::HeaderValue::from(len));
             r
         }
     })

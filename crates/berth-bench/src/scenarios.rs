@@ -864,35 +864,24 @@ async fn pull(ctx: &mut Ctx) -> anyhow::Result<()> {
     let mut refs = Vec::new();
     if let Some(b) = &ctx.nginx_big {
         let file = ctx.nginx_root.join("big.bin").display().to_string();
-        let addr = servers::free_addr()?;
-        let mut plain =
-            servers::reference(REF_FILES, &ctx.work.join("refs"), addr, &["files", &file])?;
-        plain.start(Duration::from_secs(30)).await?;
-        targets.push((
-            REF_FILES,
-            plain.endpoint.clone(),
-            "/big.bin".into(),
-            b.clone(),
-        ));
-        refs.push(plain);
-        if let Some((cert, key)) = &ctx.tls_files {
+        let tls = ctx.tls_files.as_ref();
+        for (who, tls) in [(REF_FILES, None), (REF_FILES_TLS, tls)] {
+            if who == REF_FILES_TLS && tls.is_none() {
+                continue;
+            }
             let addr = servers::free_addr()?;
-            let (c, k) = (cert.display().to_string(), key.display().to_string());
-            let mut tls = servers::reference(
-                REF_FILES_TLS,
-                &ctx.work.join("refs"),
-                addr,
-                &["files", &file, &c, &k],
-            )?;
-            tls.endpoint = Endpoint::tls(addr, cert)?;
-            tls.start(Duration::from_secs(30)).await?;
-            targets.push((
-                REF_FILES_TLS,
-                tls.endpoint.clone(),
-                "/big.bin".into(),
-                b.clone(),
-            ));
-            refs.push(tls);
+            let mut args = vec!["files".to_owned(), file.clone()];
+            if let Some((cert, key)) = tls {
+                args.extend([cert.display().to_string(), key.display().to_string()]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut srv = servers::reference(who, &ctx.work.join("refs"), addr, &args)?;
+            if let Some((cert, _)) = tls {
+                srv.endpoint = Endpoint::tls(addr, cert)?;
+            }
+            srv.start(Duration::from_secs(30)).await?;
+            targets.push((who, srv.endpoint.clone(), "/big.bin".into(), b.clone()));
+            refs.push(srv);
         }
     }
     for run in 0..plan.runs {
