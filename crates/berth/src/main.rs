@@ -97,16 +97,27 @@ enum ConfigCommand {
     },
 }
 
-/// Big I/O buffers (blob reads and writes move in pieces of about 1 MiB) always get their own
-/// mapping and give it back when freed. glibc's default raises its mmap threshold to the size
-/// of the largest block freed so far, after which every 1 MiB buffer comes from the heap of the
-/// thread that allocated it and stays there; under a mixed push and pull load that doubled the
-/// peak RSS (101 against 51 MiB, docs/benchmarks.md) for no gain in throughput.
+/// Two glibc allocator settings, both for memory held, neither costs throughput here
+/// (docs/benchmarks.md):
+/// - Big I/O buffers (blob reads and writes move in pieces of 512 KiB) always get their own
+///   mapping and give it back when freed. glibc's default raises its mmap threshold to the size
+///   of the largest block freed so far, after which every such buffer comes from the heap of
+///   the thread that allocated it and stays there; under a mixed push and pull load that
+///   doubled the peak RSS (101 against 51 MiB) for no gain in throughput.
+/// - One heap (arena) per core instead of glibc's eight per core. Blocking threads (file I/O)
+///   come and go by the dozen; each took a heap of its own, and the free memory left spread
+///   over them after a burst of small requests held a few MiB more at the peak.
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; it is called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let arenas = libc::c_int::try_from(cores.max(2)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt only sets allocator parameters; it is called before any thread
+        // starts.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
+        }
     }
 }
 
