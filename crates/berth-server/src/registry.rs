@@ -594,7 +594,7 @@ impl Registry {
             let mut digester = Digester::new(digest.algorithm());
             let size = self
                 .blobs
-                .append_upload(&id, 0, body, &mut digester, content_length)
+                .write_whole_upload(&id, body, &mut digester, content_length)
                 .await
                 .map_err(write_error)?;
             let actual = digester.finish();

@@ -29,6 +29,37 @@ pub async fn run_all(store: &dyn BlobStore) {
     too_long_body_is_refused(store).await;
     deletes_are_idempotent(store).await;
     append_at_an_earlier_offset_truncates(store).await;
+    whole_upload_commits_and_reads(store).await;
+}
+
+/// A single-request upload: written whole, then committed; two blobs of one digest prefix
+/// share directories on the filesystem.
+async fn whole_upload_commits_and_reads(store: &dyn BlobStore) {
+    let mut keys = Vec::new();
+    for data in [&b"whole upload one"[..], &b"whole upload two"[..]] {
+        let id = UploadId::new();
+        store.create_upload(&id).await.unwrap();
+        let mut d = Digester::new(Algorithm::Sha256);
+        let n = store
+            .write_whole_upload(
+                &id,
+                Box::pin(stream::iter([Ok(Bytes::copy_from_slice(data))])),
+                &mut d,
+                Some(data.len() as u64),
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, data.len() as u64);
+        let digest = d.finish();
+        assert_eq!(digest, Digest::sha256_of(data));
+        let key = BlobKey::from_upload(digest, &id);
+        store.commit_upload(&id, n, &key).await.unwrap();
+        keys.push((key, data));
+    }
+    for (key, data) in keys {
+        assert_eq!(read_all(store, &key, 0, data.len() as u64).await, data);
+        store.delete_blob(&key).await.unwrap();
+    }
 }
 
 async fn chunked_upload_commits_and_reads(store: &dyn BlobStore) {

@@ -163,6 +163,92 @@ impl FsBlobStore {
     fn blob_path(&self, key: &BlobKey) -> PathBuf {
         self.blob_dir(key).join(&key.generation)
     }
+
+    /// Writes `body` into the upload from `offset`, feeding `digester`; with `durable`, the
+    /// bytes are flushed to the disk before it returns.
+    async fn write_upload(
+        &self,
+        id: &UploadId,
+        offset: u64,
+        mut body: ByteStream,
+        digester: &mut Digester,
+        max_len: Option<u64>,
+        durable: bool,
+    ) -> Result<u64, WriteError> {
+        let path = self.upload_path(id);
+        let what = path.display().to_string();
+        let file = tokio::task::spawn_blocking(move || -> io::Result<File> {
+            let mut f = OpenOptions::new().write(true).open(&path)?;
+            // Bytes past the recorded offset belong to a write that never committed.
+            f.set_len(offset)?;
+            f.seek(SeekFrom::Start(offset))?;
+            Ok(f)
+        })
+        .await
+        .map_err(|e| blocking_err(&what, e))?
+        .map_err(|e| StorageError::io(&what, e))?;
+
+        // Full buffers go to the writer; it hands each back once written, so an upload
+        // cycles through a few buffers instead of allocating one per MiB.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+        let spare = Recycler::default();
+        let writer = {
+            let spare = spare.clone();
+            tokio::task::spawn_blocking(move || -> io::Result<()> {
+                let mut f = file;
+                while let Some(buf) = rx.blocking_recv() {
+                    f.write_all(&buf)?;
+                    spare.give(buf);
+                }
+                if durable { f.sync_data() } else { Ok(()) }
+            })
+        };
+
+        let mut written: u64 = 0;
+        let mut pending = Vec::new();
+        let outcome: Result<(), WriteError> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(WriteError::Body)?;
+                written += chunk.len() as u64;
+                if let Some(max) = max_len
+                    && written > max
+                {
+                    return Err(WriteError::TooLong(max));
+                }
+                digester.update(&chunk);
+                // Buffers are filled to exactly IO_CHUNK, never grown (a reallocation would
+                // copy the whole buffer).
+                let mut rest = &chunk[..];
+                while !rest.is_empty() {
+                    if pending.capacity() == 0 {
+                        pending = spare.take(0);
+                        // A small blob of known length gets a buffer of its size.
+                        let want = max_len.map_or(IO_CHUNK, |m| (m as usize).clamp(1, IO_CHUNK));
+                        pending.reserve_exact(want.max(rest.len().min(IO_CHUNK)));
+                    }
+                    let room = pending.capacity().min(IO_CHUNK) - pending.len();
+                    let (now, later) = rest.split_at(room.min(rest.len()));
+                    pending.extend_from_slice(now);
+                    rest = later;
+                    if pending.len() == pending.capacity().min(IO_CHUNK)
+                        && tx.send(std::mem::take(&mut pending)).await.is_err()
+                    {
+                        return Ok(()); // the writer failed; its error is reported below
+                    }
+                }
+            }
+            if !pending.is_empty() {
+                let _ = tx.send(std::mem::take(&mut pending)).await;
+            }
+            Ok(())
+        }
+        .await;
+        drop(tx);
+        let disk = writer.await.map_err(|e| blocking_err(&what, e))?;
+        outcome?;
+        disk.map_err(|e| StorageError::io(&what, e))?;
+        Ok(written)
+    }
 }
 
 fn modified_ms(meta: &fs::Metadata) -> i64 {
@@ -224,6 +310,32 @@ fn fsync_dir(path: &Path) -> io::Result<()> {
     File::open(path)?.sync_all()
 }
 
+/// Creates `dir` and whichever of its ancestors below `root` are missing, and returns the
+/// directories this call created (outermost first), whose parents must be flushed for the new
+/// entries to last. One that appears meanwhile (another commit creating it) counts as created
+/// here too, so this commit flushes its parent rather than trust the other one to have done
+/// so already.
+fn create_dirs(dir: &Path, root: &Path) -> Result<Vec<PathBuf>, StorageError> {
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while d != root && !d.is_dir() {
+        missing.push(d.to_path_buf());
+        match d.parent() {
+            Some(p) => d = p,
+            None => break,
+        }
+    }
+    missing.reverse();
+    for m in &missing {
+        match fs::create_dir(m) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(StorageError::io(m.display().to_string(), e)),
+        }
+    }
+    Ok(missing)
+}
+
 #[async_trait]
 impl BlobStore for FsBlobStore {
     async fn create_upload(&self, id: &UploadId) -> Result<(), StorageError> {
@@ -244,85 +356,40 @@ impl BlobStore for FsBlobStore {
         &self,
         id: &UploadId,
         offset: u64,
-        mut body: ByteStream,
+        body: ByteStream,
         digester: &mut Digester,
         max_len: Option<u64>,
     ) -> Result<u64, WriteError> {
-        let path = self.upload_path(id);
-        let what = path.display().to_string();
-        let file = tokio::task::spawn_blocking(move || -> io::Result<File> {
-            let mut f = OpenOptions::new().write(true).open(&path)?;
-            // Bytes past the recorded offset belong to a write that never committed.
-            f.set_len(offset)?;
-            f.seek(SeekFrom::Start(offset))?;
-            Ok(f)
-        })
-        .await
-        .map_err(|e| blocking_err(&what, e))?
-        .map_err(|e| StorageError::io(&what, e))?;
-
-        // Full buffers go to the writer; it hands each back once written, so an upload
-        // cycles through a few buffers instead of allocating one per MiB.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
-        let spare = Recycler::default();
-        let writer = {
-            let spare = spare.clone();
-            tokio::task::spawn_blocking(move || -> io::Result<()> {
-                let mut f = file;
-                while let Some(buf) = rx.blocking_recv() {
-                    f.write_all(&buf)?;
-                    spare.give(buf);
-                }
-                f.sync_data()
-            })
-        };
-
-        let mut written: u64 = 0;
-        let mut pending = Vec::new();
-        let outcome: Result<(), WriteError> = async {
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(WriteError::Body)?;
-                written += chunk.len() as u64;
-                if let Some(max) = max_len
-                    && written > max
-                {
-                    return Err(WriteError::TooLong(max));
-                }
-                digester.update(&chunk);
-                // Buffers are filled to exactly IO_CHUNK, never grown (a reallocation would
-                // copy the whole buffer).
-                let mut rest = &chunk[..];
-                while !rest.is_empty() {
-                    if pending.capacity() == 0 {
-                        pending = spare.take(0);
-                        // A small blob of known length gets a buffer of its size.
-                        let want = max_len.map_or(IO_CHUNK, |m| (m as usize).clamp(1, IO_CHUNK));
-                        pending.reserve_exact(want.max(rest.len().min(IO_CHUNK)));
-                    }
-                    let room = pending.capacity().min(IO_CHUNK) - pending.len();
-                    let (now, later) = rest.split_at(room.min(rest.len()));
-                    pending.extend_from_slice(now);
-                    rest = later;
-                    if pending.len() == pending.capacity().min(IO_CHUNK)
-                        && tx.send(std::mem::take(&mut pending)).await.is_err()
-                    {
-                        return Ok(()); // the writer failed; its error is reported below
-                    }
-                }
-            }
-            if !pending.is_empty() {
-                let _ = tx.send(std::mem::take(&mut pending)).await;
-            }
-            Ok(())
-        }
-        .await;
-        drop(tx);
-        let disk = writer.await.map_err(|e| blocking_err(&what, e))?;
-        outcome?;
-        disk.map_err(|e| StorageError::io(&what, e))?;
-        Ok(written)
+        self.write_upload(id, offset, body, digester, max_len, true)
+            .await
     }
 
+    async fn write_whole_upload(
+        &self,
+        id: &UploadId,
+        body: ByteStream,
+        digester: &mut Digester,
+        max_len: Option<u64>,
+    ) -> Result<u64, WriteError> {
+        self.write_upload(id, 0, body, digester, max_len, false)
+            .await
+    }
+
+    /// Makes the first `len` bytes of the upload the blob `key`. The file is renamed first and
+    /// flushed after, together with the directories: on a journaling filesystem the flush of
+    /// the data, the new name and any new directory is then one journal commit, where flushing
+    /// the file before the rename cost a commit of its own (and an `ftruncate` to the same
+    /// size one more). Until the flushes return, the blob has no row: a crash in between
+    /// leaves at worst an unknown generation file, which scrub removes.
+    ///
+    /// Directory flushes cost about as much as a commit each, so only those that hold a new
+    /// entry are flushed: the blob's directory and the parent of each directory created for it
+    /// (not every level up to the root, nor `uploads/`). This relies on what the journaling
+    /// filesystems a registry runs on (ext4, XFS, btrfs) guarantee: a rename is one atomic
+    /// journal entry, and a flush commits every metadata change made before it, so a parent
+    /// directory another commit created a moment earlier is durable with this one's flush.
+    /// Should an old upload name ever come back, it is a second name for the blob's bytes
+    /// that scrub removes as an orphan upload.
     async fn commit_upload(
         &self,
         id: &UploadId,
@@ -339,27 +406,29 @@ impl BlobStore for FsBlobStore {
                 .write(true)
                 .open(&from)
                 .map_err(|e| StorageError::io(ctx(&from), e))?;
-            f.set_len(len)
-                .map_err(|e| StorageError::io(ctx(&from), e))?;
-            f.sync_all().map_err(|e| StorageError::io(ctx(&from), e))?;
-            drop(f);
-            fs::create_dir_all(&dir).map_err(|e| StorageError::io(ctx(&dir), e))?;
-            fs::rename(&from, &to).map_err(|e| StorageError::io(ctx(&to), e))?;
-            // The new name, and any directory created for it, must survive a power loss
-            // before the database says the blob exists.
-            let mut d = dir.as_path();
-            loop {
-                fsync_dir(d).map_err(|e| StorageError::io(ctx(d), e))?;
-                if d == blobs_root {
-                    break;
-                }
-                match d.parent() {
-                    Some(p) => d = p,
-                    None => break,
-                }
+            // Bytes past `len` are from a write that never committed.
+            let size = f
+                .metadata()
+                .map_err(|e| StorageError::io(ctx(&from), e))?
+                .len();
+            if size != len {
+                f.set_len(len)
+                    .map_err(|e| StorageError::io(ctx(&from), e))?;
             }
-            if let Some(uploads) = from.parent() {
-                fsync_dir(uploads).map_err(|e| StorageError::io(ctx(uploads), e))?;
+            let created = create_dirs(&dir, &blobs_root)?;
+            fs::rename(&from, &to).map_err(|e| StorageError::io(ctx(&to), e))?;
+            // The bytes and the size, then the new name and every directory created for it,
+            // must survive a power loss before the database says the blob exists: the
+            // directory that holds the new name, and the parent of each new directory.
+            f.sync_data().map_err(|e| StorageError::io(ctx(&to), e))?;
+            drop(f);
+            fsync_dir(&dir).map_err(|e| StorageError::io(ctx(&dir), e))?;
+            for d in &created {
+                if let Some(parent) = d.parent()
+                    && parent != dir
+                {
+                    fsync_dir(parent).map_err(|e| StorageError::io(ctx(parent), e))?;
+                }
             }
             Ok(())
         })
@@ -507,5 +576,23 @@ mod tests {
 
         let (all, pieces) = collect(read_stream(file_of(dir.path(), b""), 0, 10)).await;
         assert!(all.is_empty() && pieces == 0);
+    }
+
+    #[test]
+    fn creates_missing_directories_and_names_only_those() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("blobs");
+        fs::create_dir(&root).unwrap();
+        let dir = root.join("sha256").join("ab").join("abcd");
+        let created = create_dirs(&dir, &root).unwrap();
+        assert_eq!(
+            created,
+            vec![root.join("sha256"), root.join("sha256/ab"), dir.clone()]
+        );
+        assert!(dir.is_dir());
+        // A sibling under the same prefix creates only its own directory.
+        let sibling = root.join("sha256").join("ab").join("abef");
+        assert_eq!(create_dirs(&sibling, &root).unwrap(), vec![sibling.clone()]);
+        assert_eq!(create_dirs(&sibling, &root).unwrap(), Vec::<PathBuf>::new());
     }
 }

@@ -149,6 +149,21 @@ pub trait BlobStore: Send + Sync + 'static {
         max_len: Option<u64>,
     ) -> Result<u64, WriteError>;
 
+    /// Writes the whole body of a single-request upload into its new, empty staging area,
+    /// like `append_upload` at offset 0, except that the bytes need not be durable when it
+    /// returns: nothing records them before `commit_upload`, which makes them durable. (On the
+    /// filesystem that saves a disk flush per push; stores whose appends are durable anyway
+    /// keep this default.)
+    async fn write_whole_upload(
+        &self,
+        id: &UploadId,
+        body: ByteStream,
+        digester: &mut Digester,
+        max_len: Option<u64>,
+    ) -> Result<u64, WriteError> {
+        self.append_upload(id, 0, body, digester, max_len).await
+    }
+
     /// Makes the upload's first `len` bytes the blob `key`, durably: after this returns, a
     /// crash cannot lose or zero them.
     async fn commit_upload(
