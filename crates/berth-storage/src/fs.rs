@@ -19,17 +19,17 @@ use crate::buffers::Recycler;
 use crate::{BlobKey, BlobStore, ByteStream, StorageError, StoredObject, UploadId, WriteError};
 
 /// Size of blob reads. 64 KiB reads halve the pull rate on this class of machine. What keeps
-/// a stream fast is reading ahead: with 512 KiB pieces and three read ahead, a single stream
-/// reached 0.88 of the benchmark's minimal file server (1 MiB pieces), against 0.66 with one
-/// 1 MiB piece ahead, and each stream holds 2 MiB at most (docs/benchmarks.md).
+/// a stream fast is reading ahead: with 512 KiB pieces and three in flight, a single stream
+/// reaches about 0.9 of the benchmark's minimal file server (1 MiB pieces), against 0.66 with
+/// one 1 MiB piece ahead (docs/benchmarks.md).
 const READ_CHUNK: usize = 512 << 10;
-/// Pieces read ahead of the one being sent.
+/// Pieces being read (or read and waiting) while the consumer sends the one it has: a stream
+/// holds at most this many plus the one in the socket's hands, 2 MiB.
 const READ_AHEAD: usize = 3;
-/// Size of the buffers handed to the disk writer: half a read piece halves what each upload
-/// holds, at no cost to the push rate (the writer only copies into the page cache).
-const IO_CHUNK: usize = 512 << 10;
-/// Buffers in flight between the hashing side and the disk writer. Writes land in the page
-/// cache (the fdatasync comes at the end), so a short queue keeps the writer busy.
+/// Size of the buffers handed to the disk writer. 256 KiB pieces push as fast as 512 KiB
+/// ones (the writer only copies into the page cache; the fdatasync comes at the end), and an
+/// upload holds at most `WRITE_QUEUE + 2` of them, 1 MiB.
+const IO_CHUNK: usize = 256 << 10;
 const WRITE_QUEUE: usize = 2;
 
 /// Streams `len` bytes of `file` from `offset` in pieces of up to `READ_CHUNK`. Each piece is
@@ -77,7 +77,7 @@ fn read_stream(file: File, offset: u64, len: u64) -> ByteStream {
 
     impl State {
         fn fill(&mut self) {
-            while self.inflight.len() <= READ_AHEAD && self.pos < self.end {
+            while self.inflight.len() < READ_AHEAD && self.pos < self.end {
                 let n = (self.end - self.pos).min(READ_CHUNK as u64) as usize;
                 let (file, buf, at) = (self.file.clone(), self.spare.take(n), self.pos);
                 self.pos += n as u64;
