@@ -2,11 +2,14 @@
 //! a first argument of `sink` or `files`), so that berth's figures can be set against the least
 //! work any registry must do on this machine with this client, not only against Distribution:
 //!
-//! - `sink ADDR DIR`: answers any request with a body by streaming it, hashing it with SHA-256
-//!   in the receiving task, and writing it through a writer thread in 1 MiB pieces to a file
-//!   in DIR that it fdatasyncs before answering 201 with the digest; what a durable monolithic
-//!   push needs and nothing else (no database, no rename, no directory fsync). With DIR `-`
-//!   it only receives and hashes.
+//! - `sink ADDR DIR`: answers a monolithic `POST ?digest=` by streaming the body, hashing it
+//!   with SHA-256 in the receiving task, and writing it through a writer thread in 1 MiB pieces
+//!   to a file in DIR that it fdatasyncs before answering 201 with the digest; what a durable
+//!   monolithic push needs and nothing else (no database, no rename, no directory fsync). A
+//!   chunked push (`POST`, `PATCH`es, `PUT ?digest=`) gets the same per `PATCH`: the hash
+//!   state is kept in memory between requests and each `PATCH` is fdatasynced before its 202,
+//!   as a registry must before it acknowledges bytes, but nothing records the offset. With
+//!   DIR `-` it only receives and hashes.
 //! - `files ADDR FILE [CERT KEY]`: answers every GET with FILE, read in 1 MiB pieces (as berth
 //!   reads blobs), over HTTP/1.1, or over TLS 1.3 with rustls (aws-lc-rs, as berth) when a
 //!   certificate and key are given; the TLS cost of this machine with no registry around it.
@@ -168,30 +171,78 @@ where
         .await;
 }
 
+/// Chunked uploads in progress: the hash so far, by upload number.
+type Sessions = std::sync::Mutex<std::collections::HashMap<u64, Sha256>>;
+
 async fn sink(addr: SocketAddr, dir: Option<PathBuf>) -> anyhow::Result<()> {
     if let Some(d) = &dir {
         std::fs::create_dir_all(d)?;
     }
     let dir = Arc::new(dir);
     let n = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sessions = Arc::new(Sessions::default());
     accept_loop(addr, None, move |req| {
-        let (dir, n) = (dir.clone(), n.clone());
+        let (dir, n, sessions) = (dir.clone(), n.clone(), sessions.clone());
         async move {
-            if req.method() == hyper::Method::GET {
-                return answer(StatusCode::OK, None);
-            }
-            let file = dir.as_ref().as_ref().map(|d| {
-                d.join(format!(
-                    "upload-{}",
-                    n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                ))
-            });
-            match receive(req.into_body(), file).await {
-                Ok(digest) => answer(StatusCode::CREATED, Some(digest)),
-                Err(e) => {
-                    eprintln!("sink: {e:#}");
-                    answer(StatusCode::INTERNAL_SERVER_ERROR, None)
+            let file_of = |id: u64| {
+                dir.as_ref()
+                    .as_ref()
+                    .map(|d| d.join(format!("upload-{id}")))
+            };
+            let monolithic = req.method() == hyper::Method::POST
+                && req.uri().query().is_some_and(|q| q.contains("digest="));
+            match *req.method() {
+                hyper::Method::GET => answer(StatusCode::OK, None),
+                _ if monolithic => {
+                    let id = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let file = file_of(id);
+                    let mut sha = Sha256::new();
+                    let r = receive(req.into_body(), &mut sha, file.as_deref()).await;
+                    if let Some(f) = file {
+                        let _ = std::fs::remove_file(f);
+                    }
+                    match r {
+                        Ok(()) => answer(StatusCode::CREATED, Some(hex_digest(sha))),
+                        Err(e) => failed(e),
+                    }
                 }
+                hyper::Method::POST => {
+                    let id = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(f) = file_of(id)
+                        && let Err(e) = std::fs::File::create(f)
+                    {
+                        return failed(e.into());
+                    }
+                    lock(&sessions).insert(id, Sha256::new());
+                    session_answer(StatusCode::ACCEPTED, id)
+                }
+                hyper::Method::PATCH | hyper::Method::PUT => {
+                    let put = req.method() == hyper::Method::PUT;
+                    let id = req
+                        .uri()
+                        .path()
+                        .rsplit('/')
+                        .next()
+                        .and_then(|s| s.parse::<u64>().ok());
+                    let Some((id, mut sha)) =
+                        id.and_then(|id| lock(&sessions).remove(&id).map(|sha| (id, sha)))
+                    else {
+                        return answer(StatusCode::NOT_FOUND, None);
+                    };
+                    let file = file_of(id);
+                    if let Err(e) = receive(req.into_body(), &mut sha, file.as_deref()).await {
+                        return failed(e);
+                    }
+                    if put {
+                        if let Some(f) = file {
+                            let _ = std::fs::remove_file(f);
+                        }
+                        return answer(StatusCode::CREATED, Some(hex_digest(sha)));
+                    }
+                    lock(&sessions).insert(id, sha);
+                    session_answer(StatusCode::ACCEPTED, id)
+                }
+                _ => answer(StatusCode::METHOD_NOT_ALLOWED, None),
             }
         }
     })
@@ -199,14 +250,41 @@ async fn sink(addr: SocketAddr, dir: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Receives a body: SHA-256 here, the bytes to a writer thread in 1 MiB pieces (as berth's
-/// filesystem store does), fdatasync at the end; the file is removed afterwards so repeated
-/// runs do not fill the disk.
-async fn receive(mut body: Incoming, file: Option<PathBuf>) -> anyhow::Result<String> {
-    let mut sha = Sha256::new();
-    let (tx, writer) = match &file {
-        Some(path) => {
-            let mut f = std::fs::File::create(path)?;
+fn lock(s: &Sessions) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, Sha256>> {
+    s.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn failed(e: anyhow::Error) -> Response<Body> {
+    eprintln!("sink: {e:#}");
+    answer(StatusCode::INTERNAL_SERVER_ERROR, None)
+}
+
+fn session_answer(status: StatusCode, id: u64) -> Response<Body> {
+    let mut r = answer(status, None);
+    if let Ok(loc) = hyper::header::HeaderValue::from_str(&format!("/v2/sink/blobs/uploads/{id}")) {
+        r.headers_mut().insert("location", loc);
+    }
+    r
+}
+
+fn hex_digest(sha: Sha256) -> String {
+    format!("sha256:{}", hex::encode(sha.finalize()))
+}
+
+/// Receives a body into `sha` and, with a `file`, appends it there through a writer thread in
+/// 1 MiB pieces (as berth's filesystem store does), fdatasynced before this returns. An empty
+/// body touches no file.
+async fn receive(
+    mut body: Incoming,
+    sha: &mut Sha256,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let (tx, writer) = match file {
+        Some(path) if !body.is_end_stream() => {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
             let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                 while let Some(b) = rx.blocking_recv() {
@@ -216,9 +294,9 @@ async fn receive(mut body: Incoming, file: Option<PathBuf>) -> anyhow::Result<St
             });
             (Some(tx), Some(writer))
         }
-        None => (None, None),
+        _ => (None, None),
     };
-    let mut pending = BytesMut::with_capacity(IO_CHUNK);
+    let mut pending = BytesMut::with_capacity(if tx.is_some() { IO_CHUNK } else { 0 });
     while let Some(frame) =
         std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
     {
@@ -247,10 +325,7 @@ async fn receive(mut body: Incoming, file: Option<PathBuf>) -> anyhow::Result<St
     if let Some(w) = writer {
         w.await??;
     }
-    if let Some(path) = file {
-        let _ = std::fs::remove_file(path);
-    }
-    Ok(format!("sha256:{}", hex::encode(sha.finalize())))
+    Ok(())
 }
 
 async fn files(

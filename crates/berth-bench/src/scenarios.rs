@@ -703,17 +703,27 @@ async fn push(ctx: &mut Ctx) -> anyhow::Result<()> {
         ));
         // The least work a durable push needs on this machine with this client: the
         // benchmark's own minimal receivers (see refserver.rs), same request as berth's.
-        for (who, srv) in refs.iter() {
-            let blob = maker.make();
-            let mut conn = Conn::new(srv.endpoint.clone()).with_timeout(long);
-            let t = Instant::now();
-            match ops::push_monolithic(&mut conn, Monolithic::Post, "bench/big", &blob).await {
-                Ok(()) => {
-                    let rate = size_mib / t.elapsed().as_secs_f64();
-                    ctx.m.add("push_mono", who, rate);
-                    progress(format!("   {who} push_mono: {rate:.0} MiB/s"));
+        for chunked in [false, true] {
+            for (who, srv) in refs.iter() {
+                let blob = maker.make();
+                let mut conn = Conn::new(srv.endpoint.clone()).with_timeout(long);
+                let t = Instant::now();
+                let (id, r) = if chunked {
+                    let r = ops::push_chunked(&mut conn, "bench/big", &blob, plan.chunk).await;
+                    ("push_chunked", r)
+                } else {
+                    let r =
+                        ops::push_monolithic(&mut conn, Monolithic::Post, "bench/big", &blob).await;
+                    ("push_mono", r)
+                };
+                match r {
+                    Ok(()) => {
+                        let rate = size_mib / t.elapsed().as_secs_f64();
+                        ctx.m.add(id, who, rate);
+                        progress(format!("   {who} {id}: {rate:.0} MiB/s"));
+                    }
+                    Err(e) => ctx.m.error(who, id, 1, &[format!("{e:#}")]),
                 }
-                Err(e) => ctx.m.error(who, "push_mono", 1, &[format!("{e:#}")]),
             }
         }
         ctx.reset_peaks();
@@ -1810,39 +1820,44 @@ fn rows(ctx: &Ctx) -> Vec<Row> {
         );
     }
     // The benchmark's own minimal receivers: the least a durable push costs here.
-    for (who, what) in [
-        (REF_SINK_HASH, "receive + SHA-256, no disk"),
-        (REF_SINK_DISK, "receive + SHA-256 + write + fdatasync"),
+    for (id, how) in [
+        ("push_mono", "monolithic"),
+        ("push_chunked", "chunked, an fdatasync per PATCH"),
     ] {
-        let r = med("push_mono", who);
-        if r.is_some() {
+        for (who, what) in [
+            (REF_SINK_HASH, "receive + SHA-256, no disk"),
+            (REF_SINK_DISK, "receive + SHA-256 + write + fdatasync"),
+        ] {
+            let r = med(id, who);
+            if r.is_some() {
+                add(
+                    s,
+                    &format!("{id}_{who}"),
+                    format!("minimal receiver ({what}), push {big} {how}, MiB/s"),
+                    Cell::None,
+                    Cell::None,
+                    r.into(),
+                    "minimal receiver",
+                    "",
+                    None,
+                );
+            }
+        }
+        let durable_ref = med(id, REF_SINK_DISK);
+        if durable_ref.is_some() {
+            let b = med(id, BERTH);
             add(
                 s,
-                &format!("push_mono_{who}"),
-                format!("minimal receiver ({what}), push {big} monolithic, MiB/s"),
-                Cell::None,
-                Cell::None,
-                r.into(),
-                "minimal receiver",
-                "",
-                None,
+                &format!("{id}_vs_minimal"),
+                format!("push {big} {how}, vs the minimal durable receiver, MiB/s"),
+                b.into(),
+                dist(id),
+                durable_ref.into(),
+                "minimal durable receiver",
+                "≥ 0.8 × reference",
+                ge(b, 0.8, durable_ref),
             );
         }
-    }
-    let durable_ref = med("push_mono", REF_SINK_DISK);
-    if durable_ref.is_some() {
-        let b = med("push_mono", BERTH);
-        add(
-            s,
-            "push_mono_vs_minimal",
-            format!("push {big} monolithic, vs the minimal durable receiver, MiB/s"),
-            b.into(),
-            dist("push_mono"),
-            durable_ref.into(),
-            "minimal durable receiver",
-            "≥ 0.8 × reference",
-            ge(b, 0.8, durable_ref),
-        );
     }
     let tls_push = med("push_mono_tls", BERTH);
     if tls_push.is_some() {
