@@ -197,12 +197,8 @@ async fn sink(addr: SocketAddr, dir: Option<PathBuf>) -> anyhow::Result<()> {
                     let id = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let file = file_of(id);
                     let mut sha = Sha256::new();
-                    let r = receive(req.into_body(), &mut sha, file.as_deref()).await;
-                    if let Some(f) = file {
-                        let _ = std::fs::remove_file(f);
-                    }
-                    match r {
-                        Ok(()) => answer(StatusCode::CREATED, Some(hex_digest(sha))),
+                    match receive(req.into_body(), &mut sha, file.as_deref()).await {
+                        Ok(()) => finished(file, sha),
                         Err(e) => failed(e),
                     }
                 }
@@ -234,10 +230,7 @@ async fn sink(addr: SocketAddr, dir: Option<PathBuf>) -> anyhow::Result<()> {
                         return failed(e);
                     }
                     if put {
-                        if let Some(f) = file {
-                            let _ = std::fs::remove_file(f);
-                        }
-                        return answer(StatusCode::CREATED, Some(hex_digest(sha)));
+                        return finished(file, sha);
                     }
                     lock(&sessions).insert(id, sha);
                     session_answer(StatusCode::ACCEPTED, id)
@@ -267,8 +260,14 @@ fn session_answer(status: StatusCode, id: u64) -> Response<Body> {
     r
 }
 
-fn hex_digest(sha: Sha256) -> String {
-    format!("sha256:{}", hex::encode(sha.finalize()))
+/// Ends an upload: its file is removed, so repeated runs do not fill the disk, and the answer
+/// is 201 with the digest.
+fn finished(file: Option<PathBuf>, sha: Sha256) -> Response<Body> {
+    if let Some(f) = file {
+        let _ = std::fs::remove_file(f);
+    }
+    let digest = format!("sha256:{}", hex::encode(sha.finalize()));
+    answer(StatusCode::CREATED, Some(digest))
 }
 
 /// Receives a body into `sha` and, with a `file`, appends it there through a writer thread in

@@ -668,6 +668,26 @@ fn parse_dd(text: &str) -> Option<f64> {
     (secs > 0.0).then(|| bytes / MIB / secs)
 }
 
+/// The figure a large push is recorded under.
+fn push_id(chunked: bool) -> &'static str {
+    if chunked { "push_chunked" } else { "push_mono" }
+}
+
+/// One large push, chunked in `chunk`-byte PATCHes or monolithic in `mono`'s way.
+async fn push_big(
+    conn: &mut Conn,
+    chunked: bool,
+    mono: Monolithic,
+    blob: &Blob,
+    chunk: u64,
+) -> anyhow::Result<()> {
+    if chunked {
+        ops::push_chunked(conn, "bench/big", blob, chunk).await
+    } else {
+        ops::push_monolithic(conn, mono, "bench/big", blob).await
+    }
+}
+
 async fn push(ctx: &mut Ctx) -> anyhow::Result<()> {
     let plan = ctx.plan.clone();
     let maker = ctx.big_maker.take().context("big blob maker")?;
@@ -708,15 +728,8 @@ async fn push(ctx: &mut Ctx) -> anyhow::Result<()> {
                 let blob = maker.make();
                 let mut conn = Conn::new(srv.endpoint.clone()).with_timeout(long);
                 let t = Instant::now();
-                let (id, r) = if chunked {
-                    let r = ops::push_chunked(&mut conn, "bench/big", &blob, plan.chunk).await;
-                    ("push_chunked", r)
-                } else {
-                    let r =
-                        ops::push_monolithic(&mut conn, Monolithic::Post, "bench/big", &blob).await;
-                    ("push_mono", r)
-                };
-                match r {
+                let id = push_id(chunked);
+                match push_big(&mut conn, chunked, Monolithic::Post, &blob, plan.chunk).await {
                     Ok(()) => {
                         let rate = size_mib / t.elapsed().as_secs_f64();
                         ctx.m.add(id, who, rate);
@@ -737,13 +750,9 @@ async fn push(ctx: &mut Ctx) -> anyhow::Result<()> {
                 let blob = maker.make();
                 let mut conn = Conn::new(ep).with_timeout(long);
                 let t = Instant::now();
-                let r = if chunked {
-                    ops::push_chunked(&mut conn, "bench/big", &blob, plan.chunk).await
-                } else {
-                    ops::push_monolithic(&mut conn, mode, "bench/big", &blob).await
-                };
+                let r = push_big(&mut conn, chunked, mode, &blob, plan.chunk).await;
                 let secs = t.elapsed().as_secs_f64();
-                let id = if chunked { "push_chunked" } else { "push_mono" };
+                let id = push_id(chunked);
                 match r {
                     Ok(()) => {
                         ctx.m.add(id, who, size_mib / secs);
