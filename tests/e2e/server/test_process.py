@@ -121,9 +121,17 @@ def test_sigterm_lets_an_in_flight_upload_finish(tmp):
         location = requests.post(f"{reg.url}/v2/graceful/up/blobs/uploads/").headers["Location"]
         terminated = threading.Event()
 
+        upload_file = tmp / "data" / "uploads" / location.rstrip("/").rsplit("/", 1)[-1]
+
         def slow_body():
             for i, c in enumerate(chunks(data, 128 * 1024)):
                 if i == 4:
+                    # The signal must land while the request is in flight, not before berth has
+                    # accepted the connection: wait until the handler has written body bytes.
+                    deadline = time.monotonic() + 20
+                    while not (upload_file.exists() and upload_file.stat().st_size > 0):
+                        assert time.monotonic() < deadline, "berth never wrote the PATCH body"
+                        time.sleep(0.01)
                     reg.proc.send_signal(signal.SIGTERM)
                     terminated.set()
                     time.sleep(0.5)
