@@ -271,7 +271,7 @@ fn finished(file: Option<PathBuf>, sha: Sha256) -> Response<Body> {
 }
 
 /// Receives a body into `sha` and, with a `file`, appends it there through a writer thread in
-/// 1 MiB pieces (as berth's filesystem store does), fdatasynced before this returns. An empty
+/// 1 MiB pieces through the page cache, fdatasynced before this returns. An empty
 /// body touches no file.
 async fn receive(
     mut body: Incoming,

@@ -634,23 +634,35 @@ fn sha_rate(data: &[u8]) -> f64 {
     data.len() as f64 / MIB / t.elapsed().as_secs_f64()
 }
 
-/// `dd if=/dev/zero of=<work>/dd.bin bs=1M count=N conv=fdatasync`, in MiB/s.
-fn dd_rate(dir: &Path, mib: usize) -> anyhow::Result<f64> {
-    let file = dir.join("dd.bin");
-    let out = std::process::Command::new("dd")
-        .arg("if=/dev/zero")
-        .arg(format!("of={}", file.display()))
-        .args(["bs=1M", &format!("count={mib}"), "conv=fdatasync"])
-        .output()
-        .context("running dd")?;
-    let _ = std::fs::remove_file(&file);
-    ensure!(
-        out.status.success(),
-        "dd failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stderr);
-    parse_dd(&text).with_context(|| format!("unexpected dd output: {text}"))
+/// The disk's durable write rate, in MiB/s: `dd if=/dev/zero of=<work>/dd.bin bs=1M count=N
+/// conv=fdatasync`, through the page cache and again with `oflag=direct`, the better of the
+/// two. On the benchmark's VM the page-cache copy alone runs anywhere from 300 to 1,600 MiB/s,
+/// depending on whether the hypervisor has taken back the guest's free memory (the copy then
+/// faults every page in), while direct writes hold 1,400-1,700; the better figure is what the
+/// disk can take, so the push target does not move with the hypervisor's mood. Returns
+/// (buffered, direct); direct is 0 where the filesystem refuses it.
+fn dd_rate(dir: &Path, mib: usize) -> anyhow::Result<(f64, f64)> {
+    let one = |direct: bool| -> anyhow::Result<f64> {
+        let file = dir.join("dd.bin");
+        let mut cmd = std::process::Command::new("dd");
+        cmd.arg("if=/dev/zero")
+            .arg(format!("of={}", file.display()))
+            .args(["bs=1M", &format!("count={mib}"), "conv=fdatasync"]);
+        if direct {
+            cmd.arg("oflag=direct");
+        }
+        let out = cmd.output().context("running dd")?;
+        let _ = std::fs::remove_file(&file);
+        ensure!(
+            out.status.success(),
+            "dd failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stderr);
+        parse_dd(&text).with_context(|| format!("unexpected dd output: {text}"))
+    };
+    // A filesystem without O_DIRECT (tmpfs before Linux 6.6) has only the buffered figure.
+    Ok((one(false)?, one(true).unwrap_or(0.0)))
 }
 
 /// Bytes and seconds from dd's summary line ("N bytes (...) copied, S s, R MB/s").
@@ -714,10 +726,11 @@ async fn push(ctx: &mut Ctx) -> anyhow::Result<()> {
         let sha = tokio::task::spawn_blocking(move || sha_rate(&pool[..big])).await?;
         ctx.m.add("sha256", MACHINE, sha);
         let work = ctx.work.clone();
-        let dd = tokio::task::spawn_blocking(move || dd_rate(&work, big >> 20)).await??;
-        ctx.m.add("durable_write", MACHINE, dd);
+        let (dd, dd_direct) =
+            tokio::task::spawn_blocking(move || dd_rate(&work, big >> 20)).await??;
+        ctx.m.add("durable_write", MACHINE, dd.max(dd_direct));
         progress(format!(
-            "   run {}/{}: SHA-256 {sha:.0} MiB/s, dd conv=fdatasync {dd:.0} MiB/s",
+            "   run {}/{}: SHA-256 {sha:.0} MiB/s, dd conv=fdatasync {dd:.0} MiB/s, with oflag=direct {dd_direct:.0} MiB/s",
             run + 1,
             plan.runs
         ));
@@ -1803,7 +1816,9 @@ fn rows(ctx: &Ctx) -> Vec<Row> {
     add(
         s,
         "durable_write",
-        format!("durable write (dd {big} conv=fdatasync), MiB/s"),
+        format!(
+            "durable write (dd {big} conv=fdatasync, better of buffered and oflag=direct), MiB/s"
+        ),
         Cell::None,
         Cell::None,
         dd.into(),
