@@ -449,6 +449,7 @@ pub enum StorageBackend {
 pub struct StorageConfig {
     /// Where blob bytes live: "filesystem" or "s3".
     pub backend: StorageBackend,
+    pub filesystem: FilesystemStorageConfig,
     pub s3: S3StorageConfig,
 }
 
@@ -456,7 +457,25 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             backend: StorageBackend::Filesystem,
+            filesystem: FilesystemStorageConfig::default(),
             s3: S3StorageConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesystemStorageConfig {
+    /// Write large pieces of uploads with `O_DIRECT`, past the page cache (a filesystem that
+    /// refuses it gets page-cache writes anyway). Off for NFS, where each direct write waits
+    /// for the server.
+    pub direct_writes: bool,
+}
+
+impl Default for FilesystemStorageConfig {
+    fn default() -> Self {
+        FilesystemStorageConfig {
+            direct_writes: true,
         }
     }
 }

@@ -161,6 +161,13 @@ impl FsBlobStore {
         })
     }
 
+    /// Whether large upload pieces are written with `O_DIRECT` (on by default; see
+    /// `open_direct`). Off, every write goes through the page cache.
+    pub fn with_direct_writes(self, on: bool) -> FsBlobStore {
+        self.direct.store(on, Ordering::Relaxed);
+        self
+    }
+
     fn upload_path(&self, id: &UploadId) -> PathBuf {
         self.root.join("uploads").join(id.to_string())
     }
@@ -679,8 +686,9 @@ mod tests {
         let data: Vec<u8> = (0..total).map(|i| (i * 7 % 253) as u8).collect();
         for direct in [true, false] {
             let tmp = tempfile::tempdir().unwrap();
-            let store = FsBlobStore::open(tmp.path()).unwrap();
-            store.direct.store(direct, Ordering::Relaxed);
+            let store = FsBlobStore::open(tmp.path())
+                .unwrap()
+                .with_direct_writes(direct);
             let id = UploadId::new();
             store.create_upload(&id).await.unwrap();
             let mut digester = Digester::new(berth_core::Algorithm::Sha256);

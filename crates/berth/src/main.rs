@@ -260,9 +260,11 @@ async fn open_stores(config: &Config) -> anyhow::Result<(MetaStore, Arc<dyn Blob
             .with_context(|| format!("opening the database {}", db_path.display()))?
     };
     let blobs: Arc<dyn BlobStore> = match config.storage.backend {
-        StorageBackend::Filesystem => {
-            Arc::new(FsBlobStore::open(data_dir).context("opening the blob store")?)
-        }
+        StorageBackend::Filesystem => Arc::new(
+            FsBlobStore::open(data_dir)
+                .context("opening the blob store")?
+                .with_direct_writes(config.storage.filesystem.direct_writes),
+        ),
         StorageBackend::S3 => {
             let c = &config.storage.s3;
             let given = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
