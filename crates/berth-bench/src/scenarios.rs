@@ -1850,7 +1850,10 @@ fn rows(ctx: &Ctx) -> Vec<Row> {
     ] {
         for (who, what) in [
             (REF_SINK_HASH, "receive + SHA-256, no disk"),
-            (REF_SINK_DISK, "receive + SHA-256 + direct write + fdatasync"),
+            (
+                REF_SINK_DISK,
+                "receive + SHA-256 + direct write + fdatasync",
+            ),
         ] {
             let r = med(id, who);
             if r.is_some() {
