@@ -116,7 +116,7 @@ def test_kill_during_monolithic_push_leaves_nothing_visible(tmp):
 def test_sigterm_lets_an_in_flight_upload_finish(tmp):
     reg = start_berth(tmp, NO_AUTH)
     try:
-        data = os.urandom(2 * MiB)
+        data = os.urandom(4 * MiB)
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         location = requests.post(f"{reg.url}/v2/graceful/up/blobs/uploads/").headers["Location"]
         terminated = threading.Event()
@@ -125,9 +125,10 @@ def test_sigterm_lets_an_in_flight_upload_finish(tmp):
 
         def slow_body():
             for i, c in enumerate(chunks(data, 128 * 1024)):
-                if i == 4:
+                if i == 12:
                     # The signal must land while the request is in flight, not before berth has
                     # accepted the connection: wait until the handler has written body bytes.
+                    # 1.5 MiB are sent by now; berth writes each 1 MiB as it fills.
                     deadline = time.monotonic() + 20
                     while not (upload_file.exists() and upload_file.stat().st_size > 0):
                         assert time.monotonic() < deadline, "berth never wrote the PATCH body"
