@@ -128,7 +128,7 @@ def test_sigterm_lets_an_in_flight_upload_finish(tmp):
                 if i == 12:
                     # The signal must land while the request is in flight, not before berth has
                     # accepted the connection: wait until the handler has written body bytes.
-                    # 1.5 MiB are sent by now; berth writes each 1 MiB as it fills.
+                    # 1.5 MiB are sent by now; berth writes each 512 KiB piece as it fills.
                     deadline = time.monotonic() + 20
                     while not (upload_file.exists() and upload_file.stat().st_size > 0):
                         assert time.monotonic() < deadline, "berth never wrote the PATCH body"
