@@ -93,10 +93,6 @@ impl AlignedBuf {
         }
     }
 
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
     pub fn len(&self) -> usize {
         self.len
     }

@@ -259,8 +259,10 @@ impl FsBlobStore {
 
         let mut written: u64 = 0;
         let mut pending: Option<AlignedBuf> = None;
-        let mut live = 0; // buffers this upload has allocated
-        // How full the pending buffer gets: a whole IO_CHUNK, except that the first piece of an
+        // Every buffer of an upload has one size: `IO_CHUNK`, or a small blob's own length.
+        let capacity = max_len.map_or(IO_CHUNK, |m| (m as usize).clamp(1, IO_CHUNK));
+        let mut live = 0; // buffers this upload has allocated, up to WRITE_BUFFERS
+        // How full the pending buffer gets: all of it, except that the first piece of an
         // append that starts off a boundary ends at the next one, so the pieces after it sit
         // at aligned file offsets and can go straight to the disk.
         let mut limit = 0;
@@ -281,26 +283,18 @@ impl FsBlobStore {
                         None => {
                             let at = offset + written - rest.len() as u64;
                             let to_boundary = IO_CHUNK - (at % IO_CHUNK as u64) as usize;
-                            // A small blob of known length gets a buffer of its size.
-                            limit = max_len
-                                .map_or(IO_CHUNK, |m| (m as usize).clamp(1, IO_CHUNK))
-                                .min(to_boundary);
-                            let recycled = match back_rx.try_recv() {
-                                Ok(b) => Some(b),
-                                Err(_) if live < WRITE_BUFFERS => None,
+                            limit = capacity.min(to_boundary);
+                            let mut b = match back_rx.try_recv() {
+                                Ok(b) => b,
+                                Err(_) if live < WRITE_BUFFERS => {
+                                    live += 1;
+                                    AlignedBuf::new(capacity)
+                                }
                                 // Every buffer is with the writer: wait for one back.
                                 Err(_) => match back_rx.recv().await {
-                                    Some(b) => Some(b),
+                                    Some(b) => b,
                                     None => return Ok(()), // the writer failed; see below
                                 },
-                            };
-                            let mut b = match recycled {
-                                Some(b) if b.capacity() >= limit => b,
-                                // Too small (the head piece's), or none yet: a new one.
-                                small => {
-                                    live += usize::from(small.is_none());
-                                    AlignedBuf::new(limit)
-                                }
                             };
                             b.clear();
                             pending.insert(b)
