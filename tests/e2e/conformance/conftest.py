@@ -15,15 +15,37 @@ credentials (`registry.creds`), a 401 is answered the way Docker clients do: a B
 (`WWW-Authenticate: Bearer realm=...,service=...,scope=...`) gets a token from the realm with
 basic auth and the request is retried with `Authorization: Bearer <token>`; a Basic challenge
 is retried with basic auth.
+
+`sparse_registry` is a registry that accepts sparse manifests (manifests that list blobs or
+manifests it does not hold), for the sparse data set of the spec-main runner
+(test_spec_main_sparse.py). Berth refuses them unless `registry.sparse_manifests` is on, so the
+fixture starts a berth of its own, set up as the session's `registry` (admin password, projects
+created on first push, the same blob and metadata stores, the same ordinary user, or
+`--no-auth` with BERTH_E2E_AUTH=off) plus BERTH_REGISTRY__SPARSE_MANIFESTS=true. With
+REGISTRY_URL set it is that registry, as it is.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
+import shutil
+import tempfile
 import types
+from pathlib import Path
 
 import pytest
 import requests
+
+from conftest import (  # tests/e2e/conftest.py, as pytest loaded it
+    ADMIN_USER,
+    AUTH,
+    database_env,
+    start_berth,
+    stop_berth,
+    storage_env,
+)
 
 from .conformance_support import TestData, new_namespace
 
@@ -130,11 +152,15 @@ class Repo:
         return self.client.request(method, self.path(suffix), **kwargs)
 
 
+def _module_label(request) -> str:
+    """test_content_discovery.py -> "content-discovery"."""
+    return request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
+
+
 @pytest.fixture(scope="module")
 def repo(client, request) -> Repo:
     """A fresh repository per test module (upstream: OCI_NAMESPACE)."""
-    label = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
-    return Repo(client, new_namespace(label))
+    return Repo(client, new_namespace(_module_label(request)))
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +173,60 @@ def data() -> TestData:
 def state() -> types.SimpleNamespace:
     """Values one spec hands to the next (upstream: closure variables such as lastResponse)."""
     return types.SimpleNamespace()
+
+
+SPARSE_ENV = {"BERTH_REGISTRY__SPARSE_MANIFESTS": "true"}
+
+
+def _start_sparse_berth(tmp: Path):
+    """berth with sparse manifests on, authenticated the way the session's `registry` is."""
+    if not AUTH:
+        return start_berth(tmp, ["--no-auth"], env={**storage_env(), **database_env(), **SPARSE_ENV})
+    admin_password = secrets.token_urlsafe(24)
+    reg = start_berth(tmp, env={
+        "BERTH_ADMIN_PASSWORD": admin_password,
+        "BERTH_AUTH__AUTO_CREATE_PROJECTS": "true",
+        **storage_env(),
+        **database_env(),
+        **SPARSE_ENV,
+    })
+    user, password = "e2e-user", secrets.token_urlsafe(24)
+    r = requests.post(reg.url + "/api/v1/users", json={"name": user, "password": password, "admin": False},
+                      auth=(ADMIN_USER, admin_password), timeout=30)
+    if r.status_code != 201:
+        stop_berth(reg)
+        raise RuntimeError(f"creating the e2e user failed: {r.status_code} {r.text}")
+    reg.user, reg.password = user, password
+    return reg
+
+
+@pytest.fixture(scope="module")
+def sparse_registry(registry):
+    """A registry that accepts sparse manifests (see the module docstring).
+
+    It depends on the session's `registry` so that its PostgreSQL database (BERTH_E2E_DATABASE=
+    postgres), created by database_env(), is dropped with the session's at the end of the run."""
+    if os.environ.get("REGISTRY_URL"):
+        yield registry
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="berth-e2e-sparse-"))
+    reg = _start_sparse_berth(tmp)
+    yield reg
+    stop_berth(reg)
+    if reg.proc is not None and reg.proc.returncode not in (0, None):
+        print(f"berth (sparse manifests) exited with {reg.proc.returncode}; log kept at {reg.log_path}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def sparse_client(sparse_registry) -> RegistryClient:
+    c = RegistryClient(sparse_registry.url, sparse_registry.creds)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def sparse_repo(sparse_client, request) -> Repo:
+    """A fresh repository on `sparse_registry`, one per test module."""
+    return Repo(sparse_client, new_namespace(_module_label(request)))
