@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(skopeo umoci podman containerd docker.io docker-registry runc slapd ldap-utils nginx postgresql)
+APT_PACKAGES=(skopeo umoci podman containerd docker.io docker-registry runc slapd ldap-utils nginx postgresql python3-fusepy fuse3 e2fsprogs)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
