@@ -112,6 +112,9 @@ pub enum AuthError {
     /// The LDAP directory could not be asked.
     #[error("{0}")]
     Unavailable(String),
+    /// Too many password checks are waiting; this one was shed (retry shortly).
+    #[error("too many logins are being checked at once; try again in a moment")]
+    Busy,
     #[error(transparent)]
     Meta(#[from] MetaError),
     #[error("{0}")]

@@ -45,12 +45,15 @@ pub fn secret_matches(secret: &str, stored: &[u8]) -> bool {
 #[derive(Clone)]
 pub struct PasswordHashing {
     permits: Arc<Semaphore>,
+    /// Password verifications run so far (each costs one argon2 computation).
+    verified: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl PasswordHashing {
     pub fn new(limit: usize) -> PasswordHashing {
         PasswordHashing {
             permits: Arc::new(Semaphore::new(limit.max(1))),
+            verified: Arc::default(),
         }
     }
 
@@ -73,11 +76,18 @@ impl PasswordHashing {
         .map_err(|e| SecretError::Hash(e.to_string()))?
     }
 
+    /// How many password verifications ran so far.
+    pub fn verifications(&self) -> u64 {
+        self.verified.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Whether `password` matches the PHC string `phc`. A malformed hash never matches.
     pub async fn verify(&self, password: &str, phc: &str) -> bool {
         let Ok(_permit) = self.permits.acquire().await else {
             return false;
         };
+        self.verified
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let password = password.to_owned();
         let phc = phc.to_owned();
         tokio::task::spawn_blocking(move || {

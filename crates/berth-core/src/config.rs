@@ -832,6 +832,35 @@ mod tests {
         );
     }
 
+    /// Review finding 5: a hop that does not parse must end the walk, never be skipped, or a
+    /// client chooses its own address by putting it in front of garbage.
+    #[test]
+    fn forwarded_walk_stops_at_a_hop_that_does_not_parse() {
+        let t = [IpBlock::parse("127.0.0.1").unwrap()];
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let peer = ip("127.0.0.1");
+        // The proxy appended 1.2.3.4:5555 (not a bare address): the client is the proxy.
+        assert_eq!(
+            client_address(peer, &["9.9.9.9, 1.2.3.4:5555"], &t),
+            ip("127.0.0.1")
+        );
+        assert_eq!(client_address(peer, &["9.9.9.9, unknown"], &t), ip("127.0.0.1"));
+        // Through two trusted hops, the first hop that does not parse ends the walk at the
+        // trusted hop that appended it.
+        let t2 = [IpBlock::parse("10.0.0.0/8").unwrap(), IpBlock::parse("127.0.0.1").unwrap()];
+        assert_eq!(
+            client_address(peer, &["9.9.9.9, garbage, 10.0.0.7"], &t2),
+            ip("10.0.0.7")
+        );
+        // The usual case still works: the rightmost untrusted address.
+        assert_eq!(
+            client_address(peer, &["9.9.9.9, 5.6.7.8"], &t),
+            ip("5.6.7.8")
+        );
+        // An IPv6 hop in brackets or with a zone does not parse either.
+        assert_eq!(client_address(peer, &["9.9.9.9, [::1]"], &t), ip("127.0.0.1"));
+    }
+
     #[test]
     fn defaults_validate() {
         let c = Config::default();

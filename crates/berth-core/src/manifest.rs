@@ -389,6 +389,24 @@ mod tests {
         assert_eq!(m.required_blobs().count(), 1, "only the config is required");
     }
 
+    /// Review finding 13: JSON nested deeper than 64 levels is refused as MANIFEST_INVALID,
+    /// wherever it is (an unknown field counts too: serde still has to walk it).
+    #[test]
+    fn deeply_nested_json_is_refused() {
+        let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        // 63 levels inside the manifest object: 64 in all, still accepted.
+        let ok = image(&format!(r#","x-extra":{}"#, nested(63)));
+        assert!(parse_manifest(ok.as_bytes(), None).is_ok());
+        for depth in [64, 100, 127] {
+            let body = image(&format!(r#","x-extra":{}"#, nested(depth)));
+            let err = parse_manifest(body.as_bytes(), None).unwrap_err();
+            assert!(err.0.contains("nested"), "depth {depth}: {err}");
+        }
+        // Brackets inside strings do not count.
+        let body = image(&format!(r#","annotations":{{"a":"{}"}}"#, "[".repeat(500)));
+        assert!(parse_manifest(body.as_bytes(), None).is_ok());
+    }
+
     proptest! {
         #[test]
         fn never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {

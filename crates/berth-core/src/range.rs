@@ -140,7 +140,32 @@ mod tests {
         assert_eq!(parse_range("bytes=100-", 100), RangeRequest::Unsatisfiable);
         assert_eq!(parse_range("bytes=0-1,5-6", 100), RangeRequest::Full);
         assert_eq!(parse_range("items=0-1", 100), RangeRequest::Full);
-        assert_eq!(parse_range("bytes=5-1", 100), RangeRequest::Full);
+    }
+
+    /// Review finding 10: an end of u64::MAX makes the chunk's length wrap; such a range
+    /// cannot be satisfied by any upload and must be refused.
+    #[test]
+    fn content_ranges_whose_length_overflows_are_refused() {
+        assert_eq!(parse_content_range("0-18446744073709551615"), None);
+        assert_eq!(parse_content_range("bytes 0-18446744073709551615/*"), None);
+        assert_eq!(
+            parse_content_range("0-18446744073709551614"),
+            Some(ChunkRange {
+                start: 0,
+                end: u64::MAX - 1
+            })
+        );
+        assert_eq!(parse_content_range("0-99999999999999999999999"), None);
+    }
+
+    /// The spec (main branch): `Range: bytes=500-0` and every other range that cannot be
+    /// satisfied gets 416, not the whole blob.
+    #[test]
+    fn backwards_ranges_are_unsatisfiable() {
+        assert_eq!(parse_range("bytes=500-0", 1000), RangeRequest::Unsatisfiable);
+        assert_eq!(parse_range("bytes=5-1", 100), RangeRequest::Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), RangeRequest::Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-0", 0), RangeRequest::Unsatisfiable);
     }
 
     proptest! {

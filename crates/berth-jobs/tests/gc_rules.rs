@@ -808,7 +808,7 @@ async fn index_children_go_with_their_index_unless_used_elsewhere() {
 
     // A child that a live index lists cannot be deleted.
     let r = delete(&env, "team/app", &only.digest.to_string()).await;
-    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let err: serde_json::Value = serde_json::from_slice(&r.body).expect("OCI error JSON");
     let first = &err["errors"][0];
     assert!(first["code"].is_string(), "{err}");
@@ -1472,4 +1472,88 @@ async fn the_job_runner_runs_queued_gc_and_reclaims_expired_leases() {
     assert_eq!(result["deleted_blobs"], 2, "{result}");
     assert!(env.blob_files().is_empty());
     stop(cancel, handle).await;
+}
+
+// ---- 15. review findings (issue 15) ----
+
+/// Finding 2: with `--grace-period`, items a pass re-queues for later were due again at once
+/// and reviewed over and over (one untagged manifest: 10,000 reviews). A pass never picks an
+/// item it has already re-queued.
+#[tokio::test]
+async fn a_grace_override_reviews_each_item_once() {
+    let mut config = test_config(Duration::from_secs(24 * 3600));
+    config.gc.untagged_age.0 = Duration::from_secs(24 * 3600);
+    let env = Env::new(config).await;
+    let img = env.push_image("team/app", None, &[b"untagged for a day"]).await;
+    let report = env
+        .gc_with(GcOptions {
+            grace_period: Some(Duration::ZERO),
+            ..GcOptions::default()
+        })
+        .await;
+    assert_eq!(report.reviewed_manifests, 1, "{report:?}");
+    assert_eq!(report.deleted_manifests, 0, "{report:?}");
+    assert!(env.has_manifest("team/app", &img.digest.to_string()).await);
+}
+
+/// Finding 2: `berth gc --dry-run --grace-period 1s` ran inside one write transaction, so
+/// pushes failed with "database is locked" while it ran. No GC mode may make a client request
+/// fail: pushes made while a dry run works all succeed, and the dry run reports each item
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_never_blocks_pushes() {
+    let mut config = test_config(Duration::from_secs(24 * 3600));
+    config.gc.untagged_age.0 = Duration::from_secs(24 * 3600);
+    let env = Arc::new(Env::new(config).await);
+    let n: u64 = 30;
+    for i in 0..n {
+        env.push_image("team/app", None, &[format!("untagged {i}").as_bytes()])
+            .await;
+    }
+    let dry = {
+        let env = env.clone();
+        tokio::spawn(async move {
+            env.gc_with(GcOptions {
+                dry_run: true,
+                grace_period: Some(Duration::from_secs(1)),
+                ..GcOptions::default()
+            })
+            .await
+        })
+    };
+    let mut pushed = 0;
+    while !dry.is_finished() || pushed < 3 {
+        // push_image asserts 201 for every blob and the manifest.
+        env.push_image(
+            "team/other",
+            Some(&format!("t{pushed}")),
+            &[format!("pushed during the dry run {pushed}").as_bytes()],
+        )
+        .await;
+        pushed += 1;
+    }
+    let report = dry.await.expect("the dry run ends");
+    assert_eq!(report.reviewed_manifests, n, "{report:?}");
+    assert_eq!(report.deleted_manifests, 0, "{report:?}");
+}
+
+/// Finding 12: a repository that an upload created and that holds nothing (no manifest, no
+/// tag, no blob link, no session) is removed by garbage collection.
+#[tokio::test]
+async fn empty_repositories_are_collected() {
+    let env = Env::new(test_config(Duration::ZERO)).await;
+    let id = start_upload(&env, "team/empty", b"abandoned").await;
+    assert_eq!(
+        env.status(Method::DELETE, &format!("/v2/team/empty/blobs/uploads/{id}"))
+            .await,
+        StatusCode::NO_CONTENT
+    );
+    env.push_image("team/kept", Some("v1"), &[b"kept"]).await;
+    let name = |s: &str| berth_core::RepoName::parse(s).expect("a name");
+    assert!(env.meta.repo_id(&name("team/empty")).await.unwrap().is_some());
+    env.gc().await;
+    assert_eq!(env.meta.repo_id(&name("team/empty")).await.unwrap(), None);
+    assert!(env.meta.repo_id(&name("team/kept")).await.unwrap().is_some());
+    // The name works again.
+    env.push_image("team/empty", Some("v1"), &[b"back"]).await;
 }

@@ -205,6 +205,13 @@ pub async fn identify(
 pub fn auth_error(reg: &Registry, headers: &HeaderMap, e: AuthError) -> ApiError {
     match e {
         AuthError::Throttled(wait) => throttled(wait),
+        AuthError::Busy => ApiError::WithHeaders(
+            OciError::new(
+                ErrorCode::TooManyRequests,
+                "too many logins are being checked at once; try again in a moment",
+            ),
+            vec![(header::RETRY_AFTER, HeaderValue::from(1))],
+        ),
         AuthError::Unavailable(_) => challenge(
             reg,
             headers,

@@ -8,6 +8,8 @@ mod common;
 mod base;
 #[path = "api/blobs.rs"]
 mod blobs;
+#[path = "api/hardening.rs"]
+mod hardening;
 #[path = "api/listings.rs"]
 mod listings;
 #[path = "api/manifests.rs"]

@@ -1621,3 +1621,130 @@ async fn a_password_change_ends_earlier_tokens() {
         .await
         .assert_status(StatusCode::OK);
 }
+
+// ---- what a new user stumbled on (issue 15) ----
+
+fn message(r: &Resp) -> String {
+    serde_json::from_slice::<Value>(&r.body)
+        .ok()
+        .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// A refusal names its reason (the role lacking the action, a missing project) and says the
+/// same about a private project the caller cannot see as about a missing one.
+#[tokio::test]
+async fn refusals_name_their_reason_without_revealing_private_projects() {
+    let w = setup().await;
+    // A guest pushing: the role lacks the action.
+    let r = w
+        .app
+        .call(
+            rq(
+                Method::POST,
+                "/v2/secret/app/blobs/uploads/",
+                w.basic("guest"),
+            ),
+            Body::empty(),
+        )
+        .await;
+    r.assert_error(StatusCode::FORBIDDEN, "DENIED");
+    let m = message(&r);
+    assert!(m.contains("guest") && m.contains("push"), "{m}");
+
+    // A developer deleting, with a token: the 401 says the role does not allow it, so the
+    // client's second try with a new token is not a mystery.
+    let t = token_of(&w, "developer", &["repository:secret/app:delete"]).await;
+    let r = w
+        .app
+        .call(
+            rq(
+                Method::DELETE,
+                "/v2/secret/app/manifests/v1",
+                Some(&bearer(&t)),
+            ),
+            Body::empty(),
+        )
+        .await;
+    r.assert_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    let m = message(&r);
+    assert!(m.contains("developer") && m.contains("delete"), "{m}");
+
+    // An outsider: a private project and a missing one read the same.
+    let private = get_as(&w, "/v2/secret/app/manifests/v1", w.basic("outsider").unwrap()).await;
+    let missing = get_as(&w, "/v2/nowhere/app/manifests/v1", w.basic("outsider").unwrap()).await;
+    private.assert_error(StatusCode::FORBIDDEN, "DENIED");
+    missing.assert_error(StatusCode::FORBIDDEN, "DENIED");
+    let (mp, mm) = (message(&private), message(&missing));
+    assert_eq!(
+        mp.replace("secret", "X"),
+        mm.replace("nowhere", "X"),
+        "a private project reads differently from a missing one"
+    );
+    assert!(mm.contains("does not exist"), "{mm}");
+    // A member sees the reason for a missing project plainly too.
+    let r = w
+        .app
+        .call(
+            rq(
+                Method::POST,
+                "/v2/nowhere/app/blobs/uploads/",
+                w.basic("developer"),
+            ),
+            Body::empty(),
+        )
+        .await;
+    r.assert_error(StatusCode::FORBIDDEN, "DENIED");
+    assert!(message(&r).contains("does not exist"), "{}", message(&r));
+}
+
+/// `berth robot create ... --project nowhere:pull` said "needs the admin role in every project
+/// it names"; a project that does not exist is named as such.
+#[tokio::test]
+async fn a_robot_for_a_missing_project_says_the_project_does_not_exist() {
+    let w = setup().await;
+    let body = json!({ "name": "ci", "permissions": [{ "project": "nowhere", "actions": ["pull"] }] });
+    let r = w
+        .admin_call(Method::POST, "/api/v1/robots", body.to_string())
+        .await;
+    assert!(r.status.is_client_error(), "{}", body_text(&r));
+    let m = message(&r);
+    assert!(m.contains("nowhere") && m.contains("does not exist"), "{m}");
+}
+
+async fn audit_events(w: &World, query: &str) -> Vec<Value> {
+    w.app.registry.audit.flush().await;
+    let r = w
+        .admin_call(Method::GET, &format!("/api/v1/audit?{query}"), Body::empty())
+        .await;
+    r.assert_status(StatusCode::OK);
+    r.json()["events"]
+        .as_array()
+        .cloned()
+        .expect("an events array")
+}
+
+/// A client with a cached credential asking for tokens again and again is one login, not one
+/// per token; pulls are aggregated per caller, artifact and time bucket.
+#[tokio::test]
+async fn the_audit_log_records_logins_once_and_aggregates_pulls() {
+    let w = setup().await;
+    for _ in 0..10 {
+        w.token_request(w.basic("guest"), &["repository:secret/app:pull".into()])
+            .await
+            .assert_status(StatusCode::OK);
+    }
+    let logins = audit_events(&w, "actor=guest&action=login").await;
+    assert_eq!(logins.len(), 1, "{logins:?}");
+
+    for _ in 0..25 {
+        get_as(&w, PULL_SECRET, w.basic("guest").unwrap())
+            .await
+            .assert_status(StatusCode::OK);
+    }
+    // Pull rows are written when their time bucket closes; a flush closes it.
+    let pulls = audit_events(&w, "actor=guest&action=pull").await;
+    assert_eq!(pulls.len(), 1, "{pulls:?}");
+    assert_eq!(pulls[0]["count"], 25, "{pulls:?}");
+    assert_eq!(pulls[0]["resource"], "secret/app:v1", "{pulls:?}");
+}

@@ -69,6 +69,30 @@ impl App {
         }
     }
 
+    /// A registry configured by `toml` over the defaults (authentication off unless it says
+    /// otherwise). A key the configuration does not know fails the test.
+    #[allow(dead_code)]
+    pub async fn with_toml(toml: &str) -> App {
+        let mut value: toml::Value = toml::from_str(toml).expect("valid TOML");
+        if let Some(t) = value.as_table_mut() {
+            let auth = t
+                .entry("auth")
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+            if let Some(auth) = auth.as_table_mut() {
+                auth.entry("enabled").or_insert(toml::Value::Boolean(false));
+            }
+        }
+        let parsed: Config = value
+            .try_into()
+            .unwrap_or_else(|e| panic!("the configuration {toml:?} is refused: {e}"));
+        App::with_config(|c| {
+            let data_dir = c.data_dir.clone();
+            *c = parsed;
+            c.data_dir = data_dir;
+        })
+        .await
+    }
+
     pub async fn send(&self, req: Request<Body>) -> Resp {
         send(self.router.clone(), req).await
     }
