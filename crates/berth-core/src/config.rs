@@ -626,8 +626,12 @@ impl IpBlock {
     }
 }
 
-/// The client's address: the peer, or with trusted proxies in front, the last address of
-/// `X-Forwarded-For` (values in order of appearance) that is not itself a trusted proxy.
+/// The client's address: the peer, or with trusted proxies in front, the address the
+/// nearest untrusted hop is known by. `X-Forwarded-For` (values in order of appearance) is
+/// walked from the right, as each proxy appends the address it received the request from:
+/// the first hop that parses and is not a trusted proxy is the client. A hop that does not
+/// parse (`1.2.3.4:5555`, `unknown`, garbage a client put there) ends the walk, and the client
+/// is then the trusted hop that appended it: what lies left of it cannot be believed.
 pub fn client_address(
     peer: std::net::IpAddr,
     forwarded_for: &[&str],
@@ -637,15 +641,18 @@ pub fn client_address(
     if !is_trusted(peer) {
         return peer;
     }
-    let hops: Vec<std::net::IpAddr> = forwarded_for
-        .iter()
-        .flat_map(|v| v.split(','))
-        .filter_map(|h| h.trim().parse().ok())
-        .collect();
     let mut client = peer;
-    for hop in hops.into_iter().rev() {
-        client = hop;
-        if !is_trusted(hop) {
+    for hop in forwarded_for
+        .iter()
+        .rev()
+        .flat_map(|v| v.rsplit(','))
+        .map(str::trim)
+    {
+        let Ok(ip) = hop.parse::<std::net::IpAddr>() else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(ip) {
             break;
         }
     }
