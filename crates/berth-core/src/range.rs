@@ -8,6 +8,7 @@ pub struct ChunkRange {
 }
 
 impl ChunkRange {
+    /// The number of bytes, which [`parse_content_range`] guarantees fits in a u64.
     pub fn len(&self) -> u64 {
         self.end - self.start + 1
     }
@@ -18,7 +19,8 @@ impl ChunkRange {
 }
 
 /// Parses an upload `Content-Range`: `<start>-<end>`, also tolerating the HTTP form
-/// `bytes <start>-<end>/<total or *>` that some clients send.
+/// `bytes <start>-<end>/<total or *>` that some clients send. A range whose length does not
+/// fit in a u64 (`0-18446744073709551615`) is refused like any other malformed one.
 pub fn parse_content_range(value: &str) -> Option<ChunkRange> {
     let v = value.trim();
     let v = v.strip_prefix("bytes ").unwrap_or(v).trim();
@@ -26,7 +28,10 @@ pub fn parse_content_range(value: &str) -> Option<ChunkRange> {
     let (a, b) = v.split_once('-')?;
     let start: u64 = parse_u64(a)?;
     let end: u64 = parse_u64(b)?;
-    (end >= start).then_some(ChunkRange { start, end })
+    (end >= start)
+        .then(|| end.checked_sub(start)?.checked_add(1))
+        .flatten()
+        .map(|_| ChunkRange { start, end })
 }
 
 fn parse_u64(s: &str) -> Option<u64> {
@@ -49,7 +54,8 @@ pub enum RangeRequest {
 
 /// Parses a `Range: bytes=...` header for a blob of `size` bytes (RFC 9110 §14.1.2). Only a
 /// single range is honoured; a multi-range or malformed header is ignored and the whole blob is
-/// served, as the RFC permits.
+/// served, as the RFC permits. A range that names bytes but none the blob has, a backwards one
+/// (`500-0`) included, is unsatisfiable (416), as the distribution-spec requires.
 pub fn parse_range(value: &str, size: u64) -> RangeRequest {
     let Some(spec) = value.trim().strip_prefix("bytes=") else {
         return RangeRequest::Full;
@@ -83,7 +89,8 @@ pub fn parse_range(value: &str, size: u64) -> RangeRequest {
     } else {
         match parse_u64(b) {
             Some(e) if e >= start => e,
-            _ => return RangeRequest::Full,
+            Some(_) => return RangeRequest::Unsatisfiable,
+            None => return RangeRequest::Full,
         }
     };
     if start >= size {
