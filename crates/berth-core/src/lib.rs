@@ -6,6 +6,7 @@ pub mod access;
 pub mod config;
 pub mod digest;
 pub mod error;
+pub mod json;
 pub mod manifest;
 pub mod name;
 pub mod range;

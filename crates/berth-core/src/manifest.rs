@@ -176,6 +176,7 @@ pub fn parse_manifest(
     bytes: &[u8],
     content_type: Option<&str>,
 ) -> Result<ParsedManifest, ManifestError> {
+    crate::json::check_depth(bytes).map_err(invalid)?;
     let raw: RawManifest = serde_json::from_slice(bytes)
         .map_err(|e| invalid(format!("manifest is not a valid JSON object: {e}")))?;
 
