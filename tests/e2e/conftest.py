@@ -180,13 +180,15 @@ class Registry:
         return (self.user, self.password) if self.user else None
 
 
-def start_berth(tmp: Path, extra_args: list[str] | None = None, env: dict | None = None) -> Registry:
+def start_berth(tmp: Path, extra_args: list[str] | None = None, env: dict | None = None,
+                preexec_fn=None) -> Registry:
     """`berth serve` on a free loopback port with its data under `tmp`, `extra_args` added to its
     command line and `env` to its environment (see `berth_env`).
 
     The Registry's credentials: none with `--no-auth` (or BERTH_AUTH__ENABLED=false); `admin`
     and the password when `env` (or this environment) sets BERTH_ADMIN_PASSWORD; otherwise
-    REGISTRY_USER and REGISTRY_PASSWORD, if set."""
+    REGISTRY_USER and REGISTRY_PASSWORD, if set. `preexec_fn` runs in the child before berth
+    (to set resource limits, say)."""
     args = list(extra_args or [])
     child_env = berth_env(env)
     if _auth_disabled(args, child_env):
@@ -207,6 +209,7 @@ def start_berth(tmp: Path, extra_args: list[str] | None = None, env: dict | None
         stdout=log,
         stderr=subprocess.STDOUT,
         env=child_env,
+        preexec_fn=preexec_fn,
     )
     url = f"http://127.0.0.1:{port}"
     try:

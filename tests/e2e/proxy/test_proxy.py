@@ -373,3 +373,28 @@ def test_metrics_count_hits_and_misses(upstream, downstream):
         assert after.get(name, 0) > before.get(name, 0), (
             f"{name} did not grow over a miss-then-hit pull of {fresh.proxied}:1 "
             f"({before.get(name, 0):g} -> {after.get(name, 0):g}):\n  {shown}")
+
+
+# --- review findings (issue 15) -------------------------------------------------------------------
+
+
+def test_what_the_upstream_does_not_have_is_a_404_with_the_oci_code(upstream, downstream):
+    """Finding 11: an upstream 404 was answered 502; it is a 404 with MANIFEST_UNKNOWN or
+    BLOB_UNKNOWN (502 stays for an unreachable or failing upstream)."""
+    small = upstream.images["small"]
+    client = anonymous(downstream)
+    missing_blob = "sha256:" + hashlib.sha256(uuid.uuid4().bytes).hexdigest()
+    cases = [
+        ("GET", f"/v2/{small.proxied}/manifests/no-such-tag", "MANIFEST_UNKNOWN"),
+        ("GET", f"/v2/{small.proxied}/manifests/{missing_blob}", "MANIFEST_UNKNOWN"),
+        ("GET", f"/v2/{small.proxied}/blobs/{missing_blob}", "BLOB_UNKNOWN"),
+        ("GET", f"/v2/up/lib/no-such-repo/manifests/1", "MANIFEST_UNKNOWN"),
+    ]
+    for method, path, code in cases:
+        r = client.request(method, path, headers={"Accept": ACCEPT_MANIFESTS}, timeout=TIMEOUT)
+        assert r.status_code == 404, f"{method} {path}: {describe(r)}{log_tail(downstream.reg.log_path, 10)}"
+        errors = oci_errors(r)
+        assert errors and errors[0]["code"] == code, f"{method} {path}: {describe(r)}"
+    for path in (f"/v2/{small.proxied}/manifests/no-such-tag", f"/v2/{small.proxied}/blobs/{missing_blob}"):
+        r = client.head(path, headers={"Accept": ACCEPT_MANIFESTS}, timeout=TIMEOUT)
+        assert r.status_code == 404, f"HEAD {path}: {describe(r)}"

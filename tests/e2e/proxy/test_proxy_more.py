@@ -296,6 +296,21 @@ class MirrorDocker:
         self.daemon.stop()
 
 
+def test_the_mirror_listener_serves_only_the_registry_api_and_the_token_endpoint(mirror_setup):
+    """Finding 13: the Docker mirror listener served the admin API too; it serves `/v2` and the
+    token endpoint only."""
+    setup = mirror_setup
+    admin = setup.down.creds
+    for path in ("/api/v1/projects", "/api/v1/users", "/api/v1/openapi.json", "/metrics"):
+        r = requests.get(setup.mirror_url + path, auth=admin, timeout=TIMEOUT)
+        assert r.status_code == 404, f"GET {path} on the mirror listener: {describe(r)}"
+    assert requests.get(setup.mirror_url + "/v2/", auth=admin, timeout=TIMEOUT).status_code == 200
+    r = requests.get(setup.mirror_url + "/auth/token", params={"service": "berth"}, auth=admin, timeout=TIMEOUT)
+    assert r.status_code == 200 and "token" in r.json(), describe(r)
+    # The main listener still serves the admin API.
+    assert requests.get(setup.down.url + "/api/v1/projects", auth=admin, timeout=TIMEOUT).status_code == 200
+
+
 @pytest.fixture
 def mirror_docker(containerd, mirror_setup):
     # A short path of its own: dockerd's unix sockets under exec-root must fit in 108 bytes.
