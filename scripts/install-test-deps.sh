@@ -2,8 +2,9 @@
 # Installs everything the full test suite drives: real container clients from Debian, OpenLDAP
 # (slapd and ldap-utils, for the LDAP tests, which start their own slapd in a temporary
 # directory), the Python test runner with oras in a venv at .venv, and moto (a local S3 for the
-# S3 BlobStore tests) in a venv at .venv-s3, and PostgreSQL (the tests start their own server
-# with scripts/pg-test-server.sh). Safe to run again; it skips what is present.
+# S3 BlobStore tests) in a venv at .venv-s3, schemathesis (the admin API fuzzer of
+# tests/e2e/api) in a venv at .venv-schemathesis, and PostgreSQL (the tests start their own
+# server with scripts/pg-test-server.sh). Safe to run again; it skips what is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,3 +37,13 @@ fi
 .venv/bin/pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt
 
 scripts/s3-test-server.sh --install
+
+# schemathesis in a venv of its own, so that its many dependencies (hypothesis, pytest,
+# requests, ...) cannot clash with the pins of tests/e2e/requirements.txt. It has its own list,
+# tests/e2e/api/requirements.txt, with every package pinned, so that a CI run generates the same
+# requests as the last one (tests/e2e/api runs it derandomized). The test
+# runs .venv-schemathesis/bin/st.
+if [ ! -x .venv-schemathesis/bin/python ]; then
+  python3 -m venv .venv-schemathesis
+fi
+.venv-schemathesis/bin/pip install -q --disable-pip-version-check -r tests/e2e/api/requirements.txt
