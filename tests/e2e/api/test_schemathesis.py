@@ -55,8 +55,8 @@ CHECKS = "not_a_server_error,status_code_conformance,response_schema_conformance
 # depend on it. The budget is 3 minutes for both runs on a 2-core machine with a debug build of
 # berth, where every password check or hash (a created user, a set password, a fuzzed login)
 # costs argon2's time, and every POST /api/v1/gc or /scrub queues a job that berth runs beside
-# the fuzzing. With 25, the guest run took 25-31 s and the admin run 48-78 s here (it changes
-# more, and the hooks repair it), 75-105 s in all, measured while other builds shared the two
+# the fuzzing. With 25, the guest run took 17 s and the admin run 44 s here (it changes more,
+# and the hooks repair it), 61 s in all; 75-105 s in all while other builds shared the two
 # cores: room for a slower machine within RUN_BUDGET. That is about 1,750 cases per run over the
 # 37 operations schemathesis tests (the 38 of the document but its own URL, which schemathesis
 # leaves out and the probes above check). A deeper run, randomized, with 300 per operation
