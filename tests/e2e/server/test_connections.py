@@ -110,7 +110,7 @@ def test_idle_keep_alive_connections_are_closed(tmp_path):
 def test_the_per_address_cap_refuses_the_excess_at_once(tmp_path):
     reg = start_berth(tmp_path, NO_AUTH, env={
         "BERTH_SERVER__MAX_CONNECTIONS_PER_ADDRESS": "20",
-        "BERTH_SERVER__TRUSTED_PROXIES": '["127.0.0.3"]',
+        "BERTH_SERVER__TRUSTED_PROXIES": "127.0.0.3",
     })
     socks = []
     try:
