@@ -15,7 +15,7 @@ pub mod token;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_core::RepoName;
@@ -23,6 +23,7 @@ use berth_core::access::{Action, Actions, Scope, project_actions};
 use berth_core::config::AuthConfig;
 use berth_meta::{MetaError, MetaStore, UserRow};
 use sha2::{Digest as _, Sha256};
+use tokio::sync::OnceCell;
 
 use crate::ldap::{LdapAuth, LdapError};
 use crate::secret::{PasswordHashing, secret_matches};
@@ -32,7 +33,7 @@ use crate::token::{Access, Claims, ISSUER, KeyRing, TokenError, now_secs};
 pub use token::Access as TokenAccess;
 
 /// Robot account names start with this.
-pub const ROBOT_PREFIX: &str = "robot$";
+pub use berth_core::admin::ROBOT_PREFIX;
 /// Longest user or robot name accepted at login.
 pub const MAX_NAME: usize = 256;
 /// Longest password accepted at login (argon2 hashes whatever it is given).
@@ -121,6 +122,15 @@ pub enum AuthError {
     Internal(String),
 }
 
+impl From<secret::SecretError> for AuthError {
+    fn from(e: secret::SecretError) -> Self {
+        match e {
+            secret::SecretError::Busy => AuthError::Busy,
+            other => AuthError::Internal(other.to_string()),
+        }
+    }
+}
+
 impl From<TokenError> for AuthError {
     fn from(e: TokenError) -> Self {
         match e {
@@ -129,6 +139,16 @@ impl From<TokenError> for AuthError {
             TokenError::Secret(s) => AuthError::Internal(s.to_string()),
         }
     }
+}
+
+/// What [`Auth::bootstrap_admin`] found or did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminBootstrap {
+    /// The first admin was created; with the generated password when none was given.
+    Created { generated: Option<String> },
+    /// Users exist already; `given_differs` when a password was given that is not the
+    /// admin's (it was ignored).
+    Exists { given_differs: bool },
 }
 
 /// A token as issued to a client.
@@ -199,6 +219,43 @@ pub struct Auth {
     credentials: TtlCache<[u8; 32], String>,
     principals: TtlCache<String, Option<Principal>>,
     actions: TtlCache<(String, String), Actions>,
+    /// Checks of credentials in progress: concurrent logins with the same name and password
+    /// share one check (a CI job pushing layers in parallel logs in a dozen times at once).
+    checks: Mutex<HashMap<[u8; 32], Arc<OnceCell<Checked>>>>,
+}
+
+/// The outcome of one credential check, shared by every login that waited for it.
+#[derive(Debug, Clone)]
+enum Checked {
+    /// The principal's key.
+    Valid(String),
+    Invalid,
+    Throttled(Duration),
+    Busy,
+    Unavailable(String),
+    Failed(String),
+}
+
+impl Checked {
+    fn of(r: &Result<Principal, AuthError>) -> Checked {
+        match r {
+            Ok(p) => Checked::Valid(p.key()),
+            Err(AuthError::Invalid) => Checked::Invalid,
+            Err(AuthError::Throttled(d)) => Checked::Throttled(*d),
+            Err(AuthError::Busy) => Checked::Busy,
+            Err(AuthError::Unavailable(m)) => Checked::Unavailable(m.clone()),
+            Err(e) => Checked::Failed(e.to_string()),
+        }
+    }
+}
+
+/// A successful login.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub principal: Principal,
+    /// Whether this request's credentials were checked now (a login worth recording), rather
+    /// than found in the cache or checked by a concurrent request.
+    pub checked: bool,
 }
 
 fn credential_key(name: &str, password: &str) -> [u8; 32] {
@@ -214,7 +271,10 @@ impl Auth {
         let keys = KeyRing::load(meta.clone()).await?;
         let ldap = LdapAuth::new(&config.ldap).map_err(AuthError::Internal)?;
         Ok(Auth {
-            hashing: PasswordHashing::new(config.hash_concurrency as usize),
+            hashing: PasswordHashing::new(
+                config.hash_concurrency as usize,
+                config.hash_queue as usize,
+            ),
             throttle: FailureThrottle::new(config.max_failures, config.failure_window.0),
             keys,
             ldap,
@@ -224,6 +284,7 @@ impl Auth {
             credentials: TtlCache::new(),
             principals: TtlCache::new(),
             actions: TtlCache::new(),
+            checks: Mutex::new(HashMap::new()),
         })
     }
 
@@ -235,16 +296,32 @@ impl Auth {
         self.config.cache_ttl.0
     }
 
-    /// Creates the first admin when there are no users. Returns the generated password when
-    /// none was given, for the caller to show once.
+    /// Creates the first admin, `admin`, when there are no users, with `password` or a
+    /// generated one. When users exist and `password` is given, says whether it differs from
+    /// the admin's (it is then ignored: the variable only seeds an empty registry).
     pub async fn bootstrap_admin(
         &self,
         password: Option<&str>,
-    ) -> Result<Option<String>, AuthError> {
+    ) -> Result<AdminBootstrap, AuthError> {
+        let given = password.filter(|p| !p.is_empty());
         if self.meta.count_users().await? > 0 {
-            return Ok(None);
+            let Some(given) = given else {
+                return Ok(AdminBootstrap::Exists {
+                    given_differs: false,
+                });
+            };
+            let differs = match self.meta.user_by_name("admin").await? {
+                Some(u) => match &u.password_hash {
+                    Some(h) => !self.hashing.verify(given, h).await?,
+                    None => true,
+                },
+                None => true,
+            };
+            return Ok(AdminBootstrap::Exists {
+                given_differs: differs,
+            });
         }
-        let (password, generated) = match password.filter(|p| !p.is_empty()) {
+        let (password, generated) = match given {
             Some(p) => (p.to_owned(), false),
             None => (
                 secret::new_secret().map_err(|e| AuthError::Internal(e.to_string()))?,
@@ -261,10 +338,14 @@ impl Auth {
             .create_user("admin", Some(&hash), "local", true)
             .await
         {
-            Ok(_) => Ok(generated.then_some(password)),
+            Ok(_) => Ok(AdminBootstrap::Created {
+                generated: generated.then_some(password),
+            }),
             // Another node starting at the same time created it first: this password was
             // never stored, so it must not be shown.
-            Err(berth_meta::CreateError::Exists) => Ok(None),
+            Err(berth_meta::CreateError::Exists) => Ok(AdminBootstrap::Exists {
+                given_differs: false,
+            }),
             Err(berth_meta::CreateError::Meta(e)) => Err(e.into()),
         }
     }
@@ -336,31 +417,88 @@ impl Auth {
         password: &str,
         source: IpAddr,
     ) -> Result<Principal, AuthError> {
+        self.login(name, password, source)
+            .await
+            .map(|l| l.principal)
+    }
+
+    /// [`Auth::authenticate`], saying whether the credentials were checked by this call.
+    ///
+    /// Credentials verified a moment ago are exact (a hash of name and password), so they pass
+    /// without touching the throttle or the argon2 queue: a fleet logging in with one robot
+    /// from one address never queues behind its own attempts. Concurrent logins with the same
+    /// credentials share one check, so only distinct guesses count against the throttle, and
+    /// only failures count at all.
+    pub async fn login(
+        &self,
+        name: &str,
+        password: &str,
+        source: IpAddr,
+    ) -> Result<Login, AuthError> {
         if name.is_empty() || name.len() > MAX_NAME || password.len() > MAX_PASSWORD {
             // Not a name anyone has: refused before it costs a hash, a throttle entry or an
             // audit row of attacker-chosen size.
             return Err(AuthError::Invalid);
         }
-        // Credentials verified a moment ago are exact (a hash of name and password), so they
-        // pass without touching the throttle: a fleet logging in with one robot from one
-        // address never queues behind its own attempts.
         let ck = credential_key(name, password);
         let version = self.meta.auth_version();
         if let Some(key) = self.credentials.get(&ck, version, self.ttl())
             && let Some(p) = self.resolve(&key).await?
         {
-            return Ok(p);
+            return Ok(Login {
+                principal: p,
+                checked: false,
+            });
         }
-        // The attempt counts against its (name, address) from here on, so parallel guesses
-        // cannot all pass the check before any of them is recorded.
+        let waiting = ForgetCheck {
+            checks: &self.checks,
+            key: ck,
+            check: {
+                let mut checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
+                checks.entry(ck).or_default().clone()
+            },
+        };
+        let mut ran = false;
+        let outcome = waiting
+            .check
+            .get_or_init(|| {
+                ran = true;
+                async { Checked::of(&self.check(name, password, source).await) }
+            })
+            .await
+            .clone();
+        drop(waiting);
+        let principal = match outcome {
+            Checked::Valid(key) => self.resolve(&key).await?.ok_or(AuthError::Invalid)?,
+            Checked::Invalid => return Err(AuthError::Invalid),
+            Checked::Throttled(d) => return Err(AuthError::Throttled(d)),
+            Checked::Busy => return Err(AuthError::Busy),
+            Checked::Unavailable(m) => return Err(AuthError::Unavailable(m)),
+            Checked::Failed(m) => return Err(AuthError::Internal(m)),
+        };
+        Ok(Login {
+            principal,
+            checked: ran,
+        })
+    }
+
+    /// One check of credentials against the throttle and the stores.
+    async fn check(
+        &self,
+        name: &str,
+        password: &str,
+        source: IpAddr,
+    ) -> Result<Principal, AuthError> {
+        // The attempt counts against its (name, address) while it runs, so parallel distinct
+        // guesses cannot all pass the check before any of them is recorded.
         if let Some(wait) = self.throttle.begin(name, source) {
             return Err(AuthError::Throttled(wait));
         }
         let result = self.verify(name, password).await;
         match &result {
             Ok(_) => self.throttle.succeeded(name, source),
-            // Only a wrong credential counts as a failure; a directory or database that could
-            // not be asked takes the attempt back.
+            // Only a wrong credential counts as a failure; a directory, a database or a queue
+            // that could not take the check takes the attempt back.
             Err(AuthError::Invalid) => self.throttle.failed_attempt(source),
             Err(_) => self.throttle.release(name, source),
         }
@@ -382,6 +520,7 @@ impl Auth {
 
     async fn check_password(&self, name: &str, password: &str) -> Result<Principal, AuthError> {
         if name.starts_with(ROBOT_PREFIX) {
+            // Robot secrets are compared by a fast hash, known robot or not: no timing tells.
             let Some(r) = self.meta.robot_by_name(name).await? else {
                 return Err(AuthError::Invalid);
             };
@@ -397,8 +536,11 @@ impl Auth {
         match user {
             Some(u) if u.source == "local" => {
                 let ok = match &u.password_hash {
-                    Some(h) => self.hashing.verify(password, h).await,
-                    None => false,
+                    Some(h) => self.hashing.verify(password, h).await?,
+                    None => {
+                        self.hashing.verify_nothing(password).await?;
+                        false
+                    }
                 };
                 if !ok || u.disabled {
                     return Err(AuthError::Invalid);
@@ -407,6 +549,9 @@ impl Auth {
             }
             _ => {
                 let Some(ldap) = &self.ldap else {
+                    // No such user: spend what a wrong password costs, so that a name's
+                    // existence cannot be told from the time the answer takes.
+                    self.hashing.verify_nothing(password).await?;
                     return Err(AuthError::Invalid);
                 };
                 let Ok(_permit) = self.ldap_permits.try_acquire() else {
@@ -611,6 +756,27 @@ impl Auth {
     /// Adds a signing key; see [`KeyRing::rotate`].
     pub async fn rotate_key(&self) -> Result<String, AuthError> {
         Ok(self.keys.rotate().await?)
+    }
+}
+
+/// Forgets a finished (or abandoned) credential check when its last waiter is done, so the
+/// map holds only checks in progress.
+struct ForgetCheck<'a> {
+    checks: &'a Mutex<HashMap<[u8; 32], Arc<OnceCell<Checked>>>>,
+    key: [u8; 32],
+    check: Arc<OnceCell<Checked>>,
+}
+
+impl Drop for ForgetCheck<'_> {
+    fn drop(&mut self) {
+        let mut checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = checks.get(&self.key)
+            && Arc::ptr_eq(c, &self.check)
+            // The map's reference and this one: nobody else waits for it.
+            && Arc::strong_count(&self.check) <= 2
+        {
+            checks.remove(&self.key);
+        }
     }
 }
 

@@ -138,9 +138,8 @@ impl KeyRing {
 
     /// Checks signature, issuer, audience, expiry and not-before (with [`LEEWAY`]).
     pub async fn verify(&self, token: &str, audience: &str) -> Result<Claims, TokenError> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
-        if header.alg != Algorithm::HS256 {
+        let header = berth_core::credentials::token_header(token).map_err(TokenError::Invalid)?;
+        if header.alg != "HS256" {
             return Err(TokenError::Invalid(format!("algorithm {:?}", header.alg)));
         }
         let kid = header

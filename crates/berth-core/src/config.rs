@@ -166,8 +166,19 @@ pub struct ServerConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for TLS.
     pub tls_key: Option<PathBuf>,
-    /// A client must send a request's headers within this time, or the connection is closed.
+    /// A client must send a request's complete headers within this time, counted from the
+    /// moment its connection is accepted (or its previous response ended), or the connection is
+    /// closed: HTTP/1 and HTTP/2 alike, and whether or not it sent a byte.
     pub header_read_timeout: HumanDuration,
+    /// A keep-alive connection with no request for this long after its last response is closed.
+    pub idle_timeout: HumanDuration,
+    /// Connections open at once at most (fitted to the open-files limit, which Berth raises to
+    /// its hard limit at start). At the cap the oldest idle connection is closed to make room;
+    /// if none is idle, a new one is refused at once.
+    pub max_connections: u32,
+    /// Connections open at once from one client address (the TCP peer; IPv6 counts per /64)
+    /// at most; more are refused at once. `trusted_proxies` are exempt.
+    pub max_connections_per_address: u32,
     /// An upload body that sends nothing for this long is abandoned (its session stays and
     /// can be resumed). There is no total timeout on blob transfers.
     pub body_idle_timeout: HumanDuration,
@@ -188,6 +199,9 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             header_read_timeout: HumanDuration(Duration::from_secs(30)),
+            idle_timeout: HumanDuration(Duration::from_secs(60)),
+            max_connections: 10_000,
+            max_connections_per_address: 512,
             body_idle_timeout: HumanDuration(Duration::from_secs(120)),
             shutdown_grace: HumanDuration(Duration::from_secs(30)),
             trusted_proxies: Vec::new(),
@@ -203,6 +217,15 @@ pub struct LimitsConfig {
     /// Most entries one page of tags/list, _catalog or referrers returns; `n` above it is
     /// capped and the `Link` header points at the rest.
     pub page_max_entries: u32,
+    /// Most blobs and child manifests one manifest may reference (a manifest is checked and
+    /// stored in one transaction, which holds the database writer).
+    pub manifest_max_references: u32,
+    /// Memory that upload requests in flight may use for buffers, in all (each takes 1 MiB
+    /// on the filesystem, two `storage.s3.part_size` on S3). Beyond it a new upload request
+    /// waits a few seconds for room, then gets 429 with `Retry-After`.
+    pub upload_buffer_memory: ByteSize,
+    /// Repositories one project may hold at most.
+    pub repositories_per_project: u64,
 }
 
 impl Default for LimitsConfig {
@@ -210,6 +233,9 @@ impl Default for LimitsConfig {
         LimitsConfig {
             manifest_max_size: ByteSize::mib(4),
             page_max_entries: 10_000,
+            manifest_max_references: 10_000,
+            upload_buffer_memory: ByteSize::mib(512),
+            repositories_per_project: 10_000,
         }
     }
 }
@@ -219,12 +245,18 @@ impl Default for LimitsConfig {
 pub struct RegistryConfig {
     /// Whether blobs and manifests may be deleted through the API (405 UNSUPPORTED if not).
     pub delete_enabled: bool,
+    /// Accept sparse manifests (distribution-spec): an index whose children, or a manifest
+    /// whose layers, are not in the repository, as when one platform of a multi-arch image is
+    /// mirrored under the index's digest. A pull of a missing part answers 404. A project's
+    /// own setting (`sparse_manifests` in the admin API) overrides this.
+    pub sparse_manifests: bool,
 }
 
 impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
             delete_enabled: true,
+            sparse_manifests: false,
         }
     }
 }
@@ -275,6 +307,9 @@ pub struct AuthConfig {
     pub auto_create_projects: bool,
     /// Password checks (argon2, about 19 MiB each) running at once at most.
     pub hash_concurrency: u32,
+    /// Password checks waiting at most; beyond it the one that has waited longest is refused
+    /// with 429 (a flood of guesses cannot delay a real login by more than this queue).
+    pub hash_queue: u32,
     /// How long verified credentials and a caller's roles are cached. Changes made on this
     /// node apply at once; changes made by another process apply within this time.
     pub cache_ttl: HumanDuration,
@@ -296,6 +331,7 @@ impl Default for AuthConfig {
             refresh_token_ttl: HumanDuration(Duration::from_secs(7 * 24 * 3600)),
             auto_create_projects: false,
             hash_concurrency: 2,
+            hash_queue: 16,
             cache_ttl: HumanDuration(Duration::from_secs(30)),
             max_failures: 5,
             failure_window: HumanDuration(Duration::from_secs(300)),
@@ -501,6 +537,13 @@ pub struct S3StorageConfig {
     pub allow_http: bool,
     /// A PEM bundle of CA certificates to trust for the endpoint, beside the system's roots.
     pub ca_file: Option<PathBuf>,
+    /// A failed request (a 5xx, throttling, a lost connection) is retried at most this many
+    /// times and for this long in all; then the client gets 503 with `Retry-After`.
+    pub max_retries: u32,
+    pub retry_timeout: HumanDuration,
+    /// One request waits this long for the service's answer (its headers) at most; it also
+    /// bounds the upload of one part.
+    pub read_timeout: HumanDuration,
     /// Answer blob GETs with a redirect to a presigned URL of the object, so the bytes go from
     /// the bucket to the client directly.
     pub redirect: bool,
@@ -521,6 +564,9 @@ impl Default for S3StorageConfig {
             part_size: ByteSize::mib(16),
             allow_http: false,
             ca_file: None,
+            max_retries: 4,
+            retry_timeout: HumanDuration(Duration::from_secs(30)),
+            read_timeout: HumanDuration(Duration::from_secs(120)),
             redirect: false,
             redirect_ttl: HumanDuration(Duration::from_secs(15 * 60)),
         }
@@ -682,9 +728,23 @@ impl Config {
         if self.limits.page_max_entries == 0 {
             return Err("limits.page_max_entries must be at least 1".into());
         }
-        if self.server.header_read_timeout.0.is_zero() || self.server.body_idle_timeout.0.is_zero()
+        if self.limits.manifest_max_references == 0 {
+            return Err("limits.manifest_max_references must be at least 1".into());
+        }
+        if self.limits.upload_buffer_memory.as_u64() < 1024 * 1024 {
+            return Err("limits.upload_buffer_memory must be at least 1MiB".into());
+        }
+        if self.server.header_read_timeout.0.is_zero()
+            || self.server.body_idle_timeout.0.is_zero()
+            || self.server.idle_timeout.0.is_zero()
         {
             return Err("server timeouts must be greater than zero".into());
+        }
+        if self.server.max_connections == 0 || self.server.max_connections_per_address == 0 {
+            return Err(
+                "server.max_connections and server.max_connections_per_address must be at least 1"
+                    .into(),
+            );
         }
         if self.gc.grace_period.0 < self.uploads.purge_after.0 {
             return Err(format!(
@@ -701,6 +761,9 @@ impl Config {
                 return Err(
                     "storage.s3.part_size must be at least 5MiB (S3's minimum part)".into(),
                 );
+            }
+            if self.storage.s3.read_timeout.0.is_zero() {
+                return Err("storage.s3.read_timeout must be greater than zero".into());
             }
             let ttl = self.storage.s3.redirect_ttl.0;
             if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(7 * 24 * 3600) {
@@ -851,10 +914,16 @@ mod tests {
             client_address(peer, &["9.9.9.9, 1.2.3.4:5555"], &t),
             ip("127.0.0.1")
         );
-        assert_eq!(client_address(peer, &["9.9.9.9, unknown"], &t), ip("127.0.0.1"));
+        assert_eq!(
+            client_address(peer, &["9.9.9.9, unknown"], &t),
+            ip("127.0.0.1")
+        );
         // Through two trusted hops, the first hop that does not parse ends the walk at the
         // trusted hop that appended it.
-        let t2 = [IpBlock::parse("10.0.0.0/8").unwrap(), IpBlock::parse("127.0.0.1").unwrap()];
+        let t2 = [
+            IpBlock::parse("10.0.0.0/8").unwrap(),
+            IpBlock::parse("127.0.0.1").unwrap(),
+        ];
         assert_eq!(
             client_address(peer, &["9.9.9.9, garbage, 10.0.0.7"], &t2),
             ip("10.0.0.7")
@@ -865,7 +934,10 @@ mod tests {
             ip("5.6.7.8")
         );
         // An IPv6 hop in brackets or with a zone does not parse either.
-        assert_eq!(client_address(peer, &["9.9.9.9, [::1]"], &t), ip("127.0.0.1"));
+        assert_eq!(
+            client_address(peer, &["9.9.9.9, [::1]"], &t),
+            ip("127.0.0.1")
+        );
     }
 
     #[test]

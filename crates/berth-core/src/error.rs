@@ -16,6 +16,7 @@ pub enum ErrorCode {
     NameInvalid,
     NameUnknown,
     SizeInvalid,
+    TagInvalid,
     Unauthorized,
     Denied,
     Unsupported,
@@ -24,6 +25,9 @@ pub enum ErrorCode {
     RangeInvalid,
     /// Not in the spec's table: a server fault (answered with 500).
     Internal,
+    /// Not in the spec's table (Distribution's code for it): the service cannot serve now, a
+    /// store is down or full (503, or 507 when out of space).
+    Unavailable,
     /// Not in the spec's table: the request conflicts with current state (409).
     Conflict,
     /// Distribution's code for an `n` that is not a non-negative integer (400).
@@ -47,12 +51,14 @@ impl ErrorCode {
             ErrorCode::NameInvalid => "NAME_INVALID",
             ErrorCode::NameUnknown => "NAME_UNKNOWN",
             ErrorCode::SizeInvalid => "SIZE_INVALID",
+            ErrorCode::TagInvalid => "TAG_INVALID",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::Denied => "DENIED",
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
             ErrorCode::RangeInvalid => "BLOB_UPLOAD_INVALID",
             ErrorCode::Internal => "UNKNOWN",
+            ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Conflict => "DENIED",
             ErrorCode::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             ErrorCode::Invalid => "INVALID",
@@ -73,6 +79,7 @@ impl ErrorCode {
             | ErrorCode::ManifestInvalid
             | ErrorCode::NameInvalid
             | ErrorCode::SizeInvalid
+            | ErrorCode::TagInvalid
             | ErrorCode::PaginationNumberInvalid
             | ErrorCode::Invalid => 400,
             ErrorCode::NotFound => 404,
@@ -82,6 +89,7 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => 429,
             ErrorCode::RangeInvalid => 416,
             ErrorCode::Internal => 500,
+            ErrorCode::Unavailable => 503,
             ErrorCode::Conflict => 409,
         }
     }

@@ -3,7 +3,9 @@
 //! the configuration tree. Everything here is unit- and property-tested in place.
 
 pub mod access;
+pub mod admin;
 pub mod config;
+pub mod credentials;
 pub mod digest;
 pub mod error;
 pub mod json;

@@ -169,7 +169,10 @@ mod tests {
     /// satisfied gets 416, not the whole blob.
     #[test]
     fn backwards_ranges_are_unsatisfiable() {
-        assert_eq!(parse_range("bytes=500-0", 1000), RangeRequest::Unsatisfiable);
+        assert_eq!(
+            parse_range("bytes=500-0", 1000),
+            RangeRequest::Unsatisfiable
+        );
         assert_eq!(parse_range("bytes=5-1", 100), RangeRequest::Unsatisfiable);
         assert_eq!(parse_range("bytes=-0", 100), RangeRequest::Unsatisfiable);
         assert_eq!(parse_range("bytes=0-0", 0), RangeRequest::Unsatisfiable);

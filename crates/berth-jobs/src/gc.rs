@@ -1,7 +1,11 @@
 //! A garbage collection run: review what the queue says is due, one item per short
 //! transaction; delete the bytes of blobs the reviews released, at a bounded rate; finish
-//! sweeps whose sweeper died; purge idle uploads. A dry run does the same reviews inside one
-//! transaction that is rolled back, and deletes nothing.
+//! sweeps whose sweeper died; purge idle uploads; remove repositories that hold nothing.
+//!
+//! A dry run is the same run on a private copy of the metadata GC works on
+//! ([`MetaStore::gc_snapshot`]), with no bytes deleted: it reports exactly what a run would
+//! do, cascades included, and never holds the database's write lock (a dry run inside one
+//! transaction used to block every push while it ran).
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +25,17 @@ const BATCH: u32 = 100;
 const MAX_BATCHES: usize = 10_000;
 /// Passes per run: manifests deleted in one pass release their blobs to the next.
 const MAX_PASSES: usize = 4;
+/// Review items brought forward per transaction under a grace override.
+const FORWARD_BATCH: u32 = 1000;
+/// Empty repositories removed per run at most.
+const EMPTY_REPOSITORIES_PER_RUN: u32 = 1000;
+
+/// What happens to the bytes of what a run collects: deleted, or (a dry run) kept.
+#[derive(Clone, Copy)]
+enum Bytes<'a> {
+    Delete(&'a dyn BlobStore),
+    Keep,
+}
 
 /// Options of one run.
 #[derive(Debug, Clone, Default)]
@@ -46,6 +61,8 @@ pub struct GcReport {
     pub purged_uploads: u64,
     /// Tags of pull-through cache projects older than their `cache_max_age`.
     pub expired_cache_tags: u64,
+    /// Repositories that held nothing (left by abandoned uploads), removed.
+    pub deleted_repositories: u64,
     pub interrupted: bool,
     pub errors: Vec<String>,
 }
@@ -93,7 +110,7 @@ fn sweep_key(s: &Sweep) -> Option<BlobKey> {
 
 async fn delete_bytes(
     meta: &MetaStore,
-    blobs: &dyn BlobStore,
+    bytes: Bytes<'_>,
     throttle: &mut DeleteThrottle,
     sweep: &Sweep,
     report: &mut GcReport,
@@ -105,13 +122,15 @@ async fn delete_bytes(
         ));
         return;
     };
-    throttle.wait().await;
-    if let Err(e) = blobs.delete_blob(&key).await {
-        // The row stays `deleting`; the run after its lease retries.
-        report
-            .errors
-            .push(format!("deleting the bytes of {}: {e}", sweep.digest));
-        return;
+    if let Bytes::Delete(blobs) = bytes {
+        throttle.wait().await;
+        if let Err(e) = blobs.delete_blob(&key).await {
+            // The row stays `deleting`; the run after its lease retries.
+            report
+                .errors
+                .push(format!("deleting the bytes of {}: {e}", sweep.digest));
+            return;
+        }
     }
     match meta.finish_sweep(sweep).await {
         Ok(()) => {
@@ -124,7 +143,7 @@ async fn delete_bytes(
     }
 }
 
-/// Runs one garbage collection.
+/// Runs one garbage collection (a dry run on a copy of the metadata).
 pub async fn run_gc(
     meta: &MetaStore,
     blobs: &dyn BlobStore,
@@ -132,9 +151,41 @@ pub async fn run_gc(
     opts: &GcOptions,
     cancel: &CancellationToken,
 ) -> Result<GcReport, berth_meta::MetaError> {
+    if !opts.dry_run {
+        return collect(meta, Bytes::Delete(blobs), config, opts, cancel).await;
+    }
+    let dir = &config.data_dir;
+    let snapshot_dir = std::fs::create_dir_all(dir)
+        .and_then(|()| {
+            tempfile::Builder::new()
+                .prefix("gc-dry-run-")
+                .tempdir_in(dir)
+        })
+        .map_err(|e| {
+            berth_meta::MetaError::Config(format!(
+                "a dry run copies the metadata under {}: {e}",
+                dir.display()
+            ))
+        })?;
+    let copy = meta
+        .gc_snapshot(&snapshot_dir.path().join("snapshot.db"))
+        .await?;
+    let result = collect(&copy, Bytes::Keep, config, opts, cancel).await;
+    copy.close().await;
+    let mut report = result?;
+    report.dry_run = true;
+    Ok(report)
+}
+
+async fn collect(
+    meta: &MetaStore,
+    bytes: Bytes<'_>,
+    config: &Config,
+    opts: &GcOptions,
+    cancel: &CancellationToken,
+) -> Result<GcReport, berth_meta::MetaError> {
     let policy = policy(config, opts.grace_period);
     let mut report = GcReport {
-        dry_run: opts.dry_run,
         started_at: now_ms(),
         ..GcReport::default()
     };
@@ -145,17 +196,16 @@ pub async fn run_gc(
             "full audit: every blob and manifest queued for review"
         );
     }
-    if opts.dry_run {
-        dry_run(meta, &policy, opts.grace_period.is_some(), &mut report).await?;
-        let idle = meta
-            .idle_uploads(
-                now_ms() - config.uploads.purge_after.0.as_millis() as i64,
-                u32::MAX,
-            )
-            .await?;
-        report.purged_uploads = idle.len() as u64;
-        report.finished_at = now_ms();
-        return Ok(report);
+    if opts.grace_period.is_some() {
+        // Items an earlier run deferred under the configured grace are due now under the
+        // shorter one: bring them forward, and every pass reviews only what is due when it
+        // begins, so an item a pass re-queues is never picked again by the same pass.
+        let now = now_ms();
+        while meta.bring_reviews_forward(now, FORWARD_BATCH).await? > 0 {
+            if cancel.is_cancelled() {
+                break;
+            }
+        }
     }
 
     // Age-based eviction of pull-through caches: old cached tags go first, so this run
@@ -174,19 +224,17 @@ pub async fn run_gc(
         }
     }
 
-    let mut throttle = DeleteThrottle::new(config.gc.delete_rate);
+    let rate = match bytes {
+        Bytes::Delete(_) => config.gc.delete_rate,
+        Bytes::Keep => 0,
+    };
+    let mut throttle = DeleteThrottle::new(rate);
     // A run reviews what was due when each pass began, so a steady stream of pushes (each
-    // queues its blob) cannot keep it going forever. A pass that deleted manifests queued
-    // their blobs, so another pass follows at once: one run turns a deleted tag into freed
-    // bytes.
-    'passes: for pass in 0..MAX_PASSES {
-        // With a grace override, items an earlier run deferred under the configured grace
-        // are reviewed now too.
-        let cutoff = if pass == 0 && opts.grace_period.is_some() {
-            i64::MAX
-        } else {
-            now_ms()
-        };
+    // queues its blob) cannot keep it going forever, and an item a review re-queues (for a
+    // later time) waits for a later pass or run. A pass that deleted manifests queued their
+    // blobs, so another pass follows at once: one run turns a deleted tag into freed bytes.
+    'passes: for _ in 0..MAX_PASSES {
+        let cutoff = now_ms();
         let deleted_before = report.deleted_manifests;
         for _ in 0..MAX_BATCHES {
             let mut tx = meta.gc_tx().await?;
@@ -218,7 +266,7 @@ pub async fn run_gc(
                         let outcome = tx.review_blob(&digest, &policy, now_ms()).await?;
                         tx.commit().await?;
                         if let BlobReview::Sweep(sweep) = outcome {
-                            delete_bytes(meta, blobs, &mut throttle, &sweep, &mut report).await;
+                            delete_bytes(meta, bytes, &mut throttle, &sweep, &mut report).await;
                         }
                     }
                 }
@@ -232,9 +280,12 @@ pub async fn run_gc(
     // Sweeps whose sweeper died (or whose byte deletion failed) after their lease ran out.
     if !report.interrupted {
         for sweep in meta.expired_sweeps(policy.lease_ms, 1000).await? {
-            delete_bytes(meta, blobs, &mut throttle, &sweep, &mut report).await;
+            delete_bytes(meta, bytes, &mut throttle, &sweep, &mut report).await;
         }
-        purge_uploads(meta, blobs, config, &mut report).await?;
+        purge_uploads(meta, bytes, config, &mut report).await?;
+        report.deleted_repositories = meta
+            .collect_empty_repositories(now_ms() - policy.grace_ms, EMPTY_REPOSITORIES_PER_RUN)
+            .await?;
     }
     report.finished_at = now_ms();
     Ok(report)
@@ -243,7 +294,7 @@ pub async fn run_gc(
 /// Removes upload sessions idle longer than `uploads.purge_after`, with their bytes.
 async fn purge_uploads(
     meta: &MetaStore,
-    blobs: &dyn BlobStore,
+    bytes: Bytes<'_>,
     config: &Config,
     report: &mut GcReport,
 ) -> Result<(), berth_meta::MetaError> {
@@ -252,7 +303,8 @@ async fn purge_uploads(
         // The row goes first: a client that resumes now gets 404 instead of writing into
         // bytes that are about to vanish.
         if meta.purge_upload(&id, before).await? {
-            if let Some(uid) = UploadId::parse(&id)
+            if let Bytes::Delete(blobs) = bytes
+                && let Some(uid) = UploadId::parse(&id)
                 && let Err(e) = blobs.delete_upload(&uid).await
             {
                 report.errors.push(format!("deleting upload {id}: {e}"));
@@ -262,48 +314,4 @@ async fn purge_uploads(
         }
     }
     Ok(())
-}
-
-/// The reviews of a run inside one transaction, rolled back: what a run now would remove.
-async fn dry_run(
-    meta: &MetaStore,
-    policy: &GcPolicy,
-    grace_override: bool,
-    report: &mut GcReport,
-) -> Result<(), berth_meta::MetaError> {
-    let mut tx = meta.gc_tx().await?;
-    // Inside one transaction nothing else writes, so "now" can stay fixed: every item the
-    // reviews queue is due at once and the passes of the real run happen in this one loop.
-    let now = now_ms();
-    // Sweeps a dead sweeper left, which the real run finishes.
-    let (n, bytes) = tx.expired_sweep_totals(now).await?;
-    report.deleted_blobs += n;
-    report.bytes_freed += bytes;
-    let cutoff = if grace_override { i64::MAX } else { now };
-    for _ in 0..MAX_BATCHES * MAX_PASSES {
-        let items = tx.due_reviews(cutoff, BATCH).await?;
-        if items.is_empty() {
-            break;
-        }
-        for item in items {
-            match item {
-                ReviewItem::Manifest { repo_id, digest } => {
-                    report.reviewed_manifests += 1;
-                    if let ManifestReview::Deleted(n) =
-                        tx.review_manifest(repo_id, &digest, policy, now).await?
-                    {
-                        report.deleted_manifests += n as u64;
-                    }
-                }
-                ReviewItem::Blob { digest } => {
-                    report.reviewed_blobs += 1;
-                    if let BlobReview::Sweep(s) = tx.review_blob(&digest, policy, now).await? {
-                        report.deleted_blobs += 1;
-                        report.bytes_freed += s.size;
-                    }
-                }
-            }
-        }
-    }
-    tx.rollback().await
 }

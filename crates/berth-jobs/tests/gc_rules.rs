@@ -1484,7 +1484,9 @@ async fn a_grace_override_reviews_each_item_once() {
     let mut config = test_config(Duration::from_secs(24 * 3600));
     config.gc.untagged_age.0 = Duration::from_secs(24 * 3600);
     let env = Env::new(config).await;
-    let img = env.push_image("team/app", None, &[b"untagged for a day"]).await;
+    let img = env
+        .push_image("team/app", None, &[b"untagged for a day"])
+        .await;
     let report = env
         .gc_with(GcOptions {
             grace_period: Some(Duration::ZERO),
@@ -1544,16 +1546,31 @@ async fn empty_repositories_are_collected() {
     let env = Env::new(test_config(Duration::ZERO)).await;
     let id = start_upload(&env, "team/empty", b"abandoned").await;
     assert_eq!(
-        env.status(Method::DELETE, &format!("/v2/team/empty/blobs/uploads/{id}"))
-            .await,
+        env.status(
+            Method::DELETE,
+            &format!("/v2/team/empty/blobs/uploads/{id}")
+        )
+        .await,
         StatusCode::NO_CONTENT
     );
     env.push_image("team/kept", Some("v1"), &[b"kept"]).await;
     let name = |s: &str| berth_core::RepoName::parse(s).expect("a name");
-    assert!(env.meta.repo_id(&name("team/empty")).await.unwrap().is_some());
+    assert!(
+        env.meta
+            .repo_id(&name("team/empty"))
+            .await
+            .unwrap()
+            .is_some()
+    );
     env.gc().await;
     assert_eq!(env.meta.repo_id(&name("team/empty")).await.unwrap(), None);
-    assert!(env.meta.repo_id(&name("team/kept")).await.unwrap().is_some());
+    assert!(
+        env.meta
+            .repo_id(&name("team/kept"))
+            .await
+            .unwrap()
+            .is_some()
+    );
     // The name works again.
     env.push_image("team/empty", Some("v1"), &[b"back"]).await;
 }

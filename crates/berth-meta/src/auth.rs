@@ -30,6 +30,8 @@ pub struct ProjectRow {
     pub name: String,
     pub public: bool,
     pub created_at: i64,
+    /// Whether the project accepts sparse manifests; `None`: the registry's default.
+    pub sparse_manifests: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +94,9 @@ pub struct AuditEvent {
     /// `success` or `failure`.
     pub result: String,
     pub detail: String,
+    /// How many occurrences the row stands for: pulls are aggregated per caller, source,
+    /// artifact and minute; every other event is one row.
+    pub count: i64,
 }
 
 /// Filters of an audit query; every field is optional.
@@ -149,6 +154,7 @@ fn project_from_row(r: &sqlx::any::AnyRow) -> ProjectRow {
         name: r.get("name"),
         public: r.get::<i64, _>("public") != 0,
         created_at: r.get("created_at"),
+        sparse_manifests: r.get::<Option<i64>, _>("sparse_manifests").map(|v| v != 0),
     }
 }
 
@@ -168,7 +174,7 @@ impl MetaStore {
     /// After an identity write committed: this process's caches drop at once; other nodes'
     /// caches drop when the notification reaches them (and, should this process die before it
     /// is sent, after `auth.cache_ttl`).
-    fn auth_changed(&self) {
+    pub(crate) fn auth_changed(&self) {
         self.auth_version
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         if self.cache.has_peers() {
@@ -336,17 +342,21 @@ impl MetaStore {
     // ---- projects ----
 
     pub async fn project(&self, name: &str) -> Result<Option<ProjectRow>> {
-        let row = sqlx::query("SELECT id, name, public, created_at FROM projects WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.read)
-            .await?;
+        let row = sqlx::query(
+            "SELECT id, name, public, created_at, sparse_manifests FROM projects WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.read)
+        .await?;
         Ok(row.as_ref().map(project_from_row))
     }
 
     pub async fn list_projects(&self) -> Result<Vec<ProjectRow>> {
-        let rows = sqlx::query("SELECT id, name, public, created_at FROM projects ORDER BY name")
-            .fetch_all(&self.read)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, name, public, created_at, sparse_manifests FROM projects ORDER BY name",
+        )
+        .fetch_all(&self.read)
+        .await?;
         Ok(rows.iter().map(project_from_row).collect())
     }
 
@@ -360,7 +370,7 @@ impl MetaStore {
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "INSERT INTO projects (name, public, created_at) VALUES ($1, $2, $3)
-             RETURNING id, name, public, created_at",
+             RETURNING id, name, public, created_at, sparse_manifests",
         )
         .bind(name)
         .bind(public as i64)
@@ -395,39 +405,17 @@ impl MetaStore {
         Ok(n > 0)
     }
 
-    /// Deletes a project that holds no repository. `Ok(None)` if it does not exist,
-    /// `Ok(Some(false))` if it still holds repositories.
-    pub async fn delete_project(&self, name: &str) -> Result<Option<bool>> {
+    /// Sets whether a project accepts sparse manifests (`None`: the registry's default).
+    pub async fn set_project_sparse(&self, name: &str, sparse: Option<bool>) -> Result<bool> {
         let mut tx = self.begin_write().await?;
-        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM projects WHERE name = $1")
+        let n = sqlx::query("UPDATE projects SET sparse_manifests = $2 WHERE name = $1")
             .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(id) = id else { return Ok(None) };
-        let repos: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM repositories WHERE project_id = $1")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
-        if repos > 0 {
-            return Ok(Some(false));
-        }
-        sqlx::query("DELETE FROM members WHERE project_id = $1")
-            .bind(id)
+            .bind(sparse.map(i64::from))
             .execute(&mut *tx)
-            .await?;
-        // A project created later under the same name must not inherit robots' rights.
-        sqlx::query("DELETE FROM robot_permissions WHERE project = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM projects WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
         tx.commit().await?;
-        self.auth_changed();
-        Ok(Some(true))
+        Ok(n > 0)
     }
 
     pub async fn project_repositories(&self, project_id: i64) -> Result<Vec<RepoSummary>> {
@@ -702,24 +690,14 @@ impl MetaStore {
         let mut tx = self.begin_write().await?;
         for chunk in events.chunks(ROWS_PER_STATEMENT) {
             let mut sql = String::from(
-                "INSERT INTO audit_events (at, actor, actor_kind, action, resource, source, result, detail) VALUES ",
+                "INSERT INTO audit_events (at, actor, actor_kind, action, resource, source, result, detail, count) VALUES ",
             );
             for i in 0..chunk.len() {
-                let b = i * 8;
                 if i > 0 {
                     sql.push(',');
                 }
-                sql.push_str(&format!(
-                    "(${},${},${},${},${},${},${},${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 8
-                ));
+                let params: Vec<String> = (1..=9).map(|k| format!("${}", i * 9 + k)).collect();
+                sql.push_str(&format!("({})", params.join(",")));
             }
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for e in chunk {
@@ -731,7 +709,8 @@ impl MetaStore {
                     .bind(&e.resource)
                     .bind(&e.source)
                     .bind(&e.result)
-                    .bind(&e.detail);
+                    .bind(&e.detail)
+                    .bind(e.count);
             }
             q.execute(&mut *tx).await?;
         }
@@ -742,7 +721,7 @@ impl MetaStore {
     /// Events matching the filter, newest first.
     pub async fn query_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>> {
         let rows = sqlx::query(
-            "SELECT id, at, actor, actor_kind, action, resource, source, result, detail
+            "SELECT id, at, actor, actor_kind, action, resource, source, result, detail, count
              FROM audit_events
              WHERE ($1 IS NULL OR actor = $1) AND ($2 IS NULL OR action = $2)
                AND ($3 IS NULL OR substr(resource, 1, length($3)) = $3)
@@ -772,6 +751,7 @@ impl MetaStore {
                 source: r.get(6),
                 result: r.get(7),
                 detail: r.get(8),
+                count: r.get(9),
             })
             .collect())
     }

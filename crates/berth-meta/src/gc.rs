@@ -354,6 +354,25 @@ impl MetaStore {
         Ok(r.is_some())
     }
 
+    /// Makes up to `limit` review items that are due after `now` due at `now`, and returns
+    /// how many. A run with a shorter grace than the configured one calls this first, so that
+    /// items an earlier run deferred are reviewed under the shorter grace; the review then sets
+    /// each item's time again from its data, so nothing is lost by bringing it forward.
+    pub async fn bring_reviews_forward(&self, now: i64, limit: u32) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(
+            "UPDATE gc_review SET review_after = $1 WHERE review_after > $1 AND (kind, key) IN
+               (SELECT kind, key FROM gc_review WHERE review_after > $1 LIMIT $2)",
+        )
+        .bind(now)
+        .bind(limit as i64)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
     /// Queues every blob and every manifest for review: the occasional full audit.
     pub async fn enqueue_everything(&self) -> Result<u64> {
         let now = now_ms();

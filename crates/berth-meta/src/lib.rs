@@ -11,7 +11,9 @@ mod auth;
 mod cache;
 mod gc;
 mod jobs;
+mod repos;
 mod schema;
+mod snapshot;
 
 pub use auth::{
     ArtifactRow, AuditEvent, AuditFilter, CreateError, MemberRow, ProjectRow, RepoSummary,
@@ -19,6 +21,7 @@ pub use auth::{
 };
 pub use gc::{BlobReview, GcPolicy, ManifestReview, ReviewItem, StorageUsage, Sweep};
 pub use jobs::{Job, JobState};
+pub use repos::{ProjectDeletion, RepoDeletion, RepoRef};
 
 use std::path::Path;
 use std::str::FromStr;
@@ -44,9 +47,73 @@ pub enum MetaError {
     Config(String),
     #[error("{0}")]
     Unreachable(String),
+    /// A new repository would exceed `limits.repositories_per_project`.
+    #[error(
+        "project {project} holds its maximum of {limit} repositories (limits.repositories_per_project); \
+         delete one or raise the limit"
+    )]
+    RepositoryLimit { project: String, limit: u64 },
 }
 
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
+
+/// What a database failure means for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbCondition {
+    /// The database cannot grow: the disk is full (SQLite `SQLITE_FULL`, PostgreSQL 53100).
+    Full,
+    /// The database is not serving now: unreachable, restarting, shutting down, out of
+    /// connections, busy past the timeout. Retrying later can help.
+    Unavailable,
+    /// Anything else (a bug, a corrupt row).
+    Other,
+}
+
+impl MetaError {
+    /// What this failure means: a full disk, a database that is down for now, or a fault.
+    pub fn condition(&self) -> DbCondition {
+        let MetaError::Db(e) = self else {
+            return match self {
+                MetaError::Unreachable(_) => DbCondition::Unavailable,
+                _ => DbCondition::Other,
+            };
+        };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => DbCondition::Unavailable,
+            sqlx::Error::Database(db) => {
+                let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+                // SQLite codes are numbers (the primary code is the low byte of an extended
+                // one), PostgreSQL's are SQLSTATEs.
+                if let Ok(n) = code.parse::<i32>() {
+                    match n & 0xff {
+                        13 => DbCondition::Full,           // SQLITE_FULL
+                        5 | 6 => DbCondition::Unavailable, // SQLITE_BUSY, SQLITE_LOCKED
+                        _ => DbCondition::Other,
+                    }
+                } else if code == "53100" {
+                    DbCondition::Full // disk_full
+                } else if code.starts_with("08") // connection exceptions
+                    || code.starts_with("57P") // admin or crash shutdown, cannot connect now
+                    || code == "57014" // statement timeout
+                    || code == "53300" // too many connections
+                    || code == "40001" // serialization failure
+                    || code == "40P01"
+                // deadlock detected
+                {
+                    DbCondition::Unavailable
+                } else {
+                    DbCondition::Other
+                }
+            }
+            _ => DbCondition::Other,
+        }
+    }
+}
 
 /// Milliseconds since the epoch: the one time unit of the schema.
 pub fn now_ms() -> i64 {
@@ -95,6 +162,9 @@ pub struct NewManifest {
     /// Cached from a proxy project's upstream: its blobs and children are fetched when asked
     /// for, so they need not exist yet.
     pub from_upstream: bool,
+    /// A sparse manifest (distribution-spec): blobs and children that are not in the
+    /// repository are accepted; those that are must have the sizes their descriptors claim.
+    pub sparse: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,6 +285,8 @@ pub struct MetaStore {
     cache: std::sync::Arc<cache::ReadCache>,
     auth_version: std::sync::Arc<std::sync::atomic::AtomicU64>,
     committer: tokio::sync::mpsc::Sender<CommitRequest>,
+    /// `limits.repositories_per_project` (0: none).
+    repo_limit: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn parse_digest(s: &str) -> Result<Digest> {
@@ -233,7 +305,17 @@ pub(crate) async fn begin_on(
     dialect: Dialect,
 ) -> Result<Transaction<'static, Any>, sqlx::Error> {
     match dialect {
-        Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+        Dialect::Sqlite => match pool.begin_with("BEGIN IMMEDIATE").await {
+            // A COMMIT that failed (SQLITE_FULL rolls the transaction back by itself) leaves
+            // sqlx counting a transaction that SQLite no longer has, and every later BEGIN on
+            // that connection fails: close it, so the pool opens a fresh one, and begin there.
+            Err(sqlx::Error::InvalidSavePointStatement) => {
+                tracing::warn!("closing a database connection left inside a failed transaction");
+                pool.acquire().await?.close().await?;
+                pool.begin_with("BEGIN IMMEDIATE").await
+            }
+            other => other,
+        },
         Dialect::Postgres => {
             let mut tx = pool.begin().await?;
             sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
@@ -463,7 +545,13 @@ impl MetaStore {
         auth_version: std::sync::Arc<std::sync::atomic::AtomicU64>,
     ) -> MetaStore {
         let (committer, queue) = tokio::sync::mpsc::channel(GROUP_COMMIT_MAX * 4);
-        tokio::spawn(group_committer(write.clone(), dialect, queue));
+        let repo_limit = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        tokio::spawn(group_committer(
+            write.clone(),
+            dialect,
+            queue,
+            repo_limit.clone(),
+        ));
         MetaStore {
             dialect,
             read,
@@ -471,6 +559,7 @@ impl MetaStore {
             cache,
             auth_version,
             committer,
+            repo_limit,
         }
     }
 
@@ -515,29 +604,8 @@ impl MetaStore {
         if let Some(id) = self.repo_id(name).await? {
             return Ok(id);
         }
-        let now = now_ms();
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO projects (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(name.project())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO repositories (project_id, name, created_at)
-             SELECT id, $2, $3 FROM projects WHERE name = $1
-             ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(name.project())
-        .bind(name.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let id: i64 = sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1")
-            .bind(name.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
+        let id = repos::resolve(&mut tx, &RepoRef::from(name), self.repository_limit()).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -636,7 +704,7 @@ impl MetaStore {
     }
 
     /// Links a live blob into a repository (a cross-repository mount). False if no live blob.
-    pub async fn link_blob(&self, repo_id: i64, digest: &Digest) -> Result<bool> {
+    pub async fn link_blob(&self, repo: impl Into<RepoRef>, digest: &Digest) -> Result<bool> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         let live: Option<i64> =
@@ -647,6 +715,7 @@ impl MetaStore {
         if live.is_none() {
             return Ok(false);
         }
+        let repo_id = repos::resolve(&mut tx, &repo.into(), self.repository_limit()).await?;
         sqlx::query(
             "INSERT INTO repo_blobs (repo_id, digest, linked_at) VALUES ($1, $2, $3)
              ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
@@ -681,9 +750,16 @@ impl MetaStore {
 
     // ---- uploads ----
 
-    pub async fn create_upload(&self, id: &str, repo_id: i64, hash_state: &[u8]) -> Result<()> {
+    /// Records a new upload session of the repository (created by name if missing).
+    pub async fn create_upload(
+        &self,
+        id: &str,
+        repo: impl Into<RepoRef>,
+        hash_state: &[u8],
+    ) -> Result<()> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
+        let repo_id = repos::resolve(&mut tx, &repo.into(), self.repository_limit()).await?;
         sqlx::query(
             "INSERT INTO uploads (id, repo_id, \"offset\", hash_state, created_at, updated_at)
              VALUES ($1, $2, 0, $3, $4, $4)",
@@ -758,14 +834,14 @@ impl MetaStore {
     pub async fn commit_blob(
         &self,
         upload_id: &str,
-        repo_id: i64,
+        repo: impl Into<RepoRef>,
         digest: &Digest,
         stored: Option<(&str, u64)>,
     ) -> Result<CommitOutcome> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let req = CommitRequest {
             upload_id: upload_id.to_owned(),
-            repo_id,
+            repo: repo.into(),
             digest: digest.clone(),
             stored: stored.map(|(g, s)| (g.to_owned(), s)),
             reply,
@@ -780,17 +856,18 @@ impl MetaStore {
 
     // ---- manifests and tags ----
 
-    /// Stores a manifest and optionally points a tag at it, in one transaction that first
-    /// checks every referenced blob and child manifest is present (and live) in the repository.
+    /// Stores a manifest and points `tags` at it, in one transaction that first checks every
+    /// referenced blob and child manifest is present (and live) in the repository.
     pub async fn put_manifest(
         &self,
-        repo_id: i64,
+        repo: impl Into<RepoRef>,
         m: &NewManifest,
-        tag: Option<&str>,
+        tags: &[&str],
     ) -> Result<(), PutManifestError> {
         let now = now_ms();
         let digest = m.digest.to_string();
         let mut tx = self.begin_write().await?;
+        let repo_id = repos::resolve(&mut tx, &repo.into(), self.repository_limit()).await?;
         let checked_blobs = if m.from_upstream {
             &[][..]
         } else {
@@ -810,6 +887,9 @@ impl MetaStore {
             .bind(blob.to_string())
             .fetch_optional(&mut *tx)
             .await?;
+            if size.is_none() && m.sparse {
+                continue;
+            }
             check_reference(blob, *claimed, size, PutManifestError::MissingBlob)?;
         }
         for (child, claimed) in checked_children {
@@ -819,6 +899,9 @@ impl MetaStore {
                     .bind(child.to_string())
                     .fetch_optional(&mut *tx)
                     .await?;
+            if size.is_none() && m.sparse {
+                continue;
+            }
             check_reference(child, *claimed, size, PutManifestError::MissingManifest)?;
         }
         let inserted = sqlx::query(
@@ -837,13 +920,13 @@ impl MetaStore {
         .bind(m.config_digest.as_ref().map(|d| d.to_string()))
         .bind(&m.annotations)
         .bind(now)
-        .bind(if tag.is_some() { None } else { Some(now) })
+        .bind(if tags.is_empty() { Some(now) } else { None })
         .bind(&m.pushed_by)
         .execute(&mut *tx)
         .await?
         .rows_affected()
             == 1;
-        if inserted && tag.is_none() {
+        if inserted && tags.is_empty() {
             gc::enqueue_manifest(&mut tx, repo_id, &digest, now).await?;
         }
         if inserted {
@@ -866,7 +949,7 @@ impl MetaStore {
                 .await?;
             }
         }
-        if let Some(tag) = tag {
+        for &tag in tags {
             let previous: Option<String> =
                 sqlx::query_scalar("SELECT digest FROM tags WHERE repo_id = $1 AND name = $2")
                     .bind(repo_id)
@@ -896,7 +979,7 @@ impl MetaStore {
             }
         }
         tx.commit().await?;
-        if let Some(tag) = tag {
+        for &tag in tags {
             self.cache.forget_tag(repo_id, tag);
         }
         Ok(())
@@ -1116,7 +1199,7 @@ mod tests;
 /// One `commit_blob` waiting for the group committer.
 struct CommitRequest {
     upload_id: String,
-    repo_id: i64,
+    repo: RepoRef,
     digest: Digest,
     stored: Option<(String, u64)>,
     reply: tokio::sync::oneshot::Sender<Result<CommitOutcome>>,
@@ -1132,6 +1215,7 @@ async fn group_committer(
     write: AnyPool,
     dialect: Dialect,
     mut rx: tokio::sync::mpsc::Receiver<CommitRequest>,
+    repo_limit: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -1141,7 +1225,8 @@ async fn group_committer(
                 Err(_) => break,
             }
         }
-        match commit_batch(&write, dialect, &batch).await {
+        let limit = repo_limit.load(std::sync::atomic::Ordering::Relaxed);
+        match commit_batch(&write, dialect, &batch, limit).await {
             Ok(outcomes) => {
                 for (req, o) in batch.into_iter().zip(outcomes) {
                     let _ = req.reply.send(Ok(o));
@@ -1149,7 +1234,7 @@ async fn group_committer(
             }
             Err(_) if batch.len() > 1 => {
                 for req in batch {
-                    let r = commit_batch(&write, dialect, std::slice::from_ref(&req))
+                    let r = commit_batch(&write, dialect, std::slice::from_ref(&req), limit)
                         .await
                         .map(|mut v| v.remove(0));
                     let _ = req.reply.send(r);
@@ -1168,11 +1253,13 @@ async fn commit_batch(
     write: &AnyPool,
     dialect: Dialect,
     batch: &[CommitRequest],
+    repo_limit: u64,
 ) -> Result<Vec<CommitOutcome>> {
     let now = now_ms();
     let mut tx = begin_on(write, dialect).await?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for req in batch {
+        let repo_id = repos::resolve(&mut tx, &req.repo, repo_limit).await?;
         let d = req.digest.to_string();
         let existing: Option<String> =
             sqlx::query_scalar("SELECT generation FROM blobs WHERE digest = $1 AND state = 'live'")
@@ -1214,7 +1301,7 @@ async fn commit_batch(
             "INSERT INTO repo_blobs (repo_id, digest, linked_at) VALUES ($1, $2, $3)
              ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
         )
-        .bind(req.repo_id)
+        .bind(repo_id)
         .bind(&d)
         .bind(now)
         .execute(&mut *tx)

@@ -32,6 +32,11 @@ const SQLITE: Migrations = &[
         "schema_info",
         include_str!("../migrations/sqlite/0004_schema_info.sql"),
     ),
+    (
+        5,
+        "hardening",
+        include_str!("../migrations/sqlite/0005_hardening.sql"),
+    ),
 ];
 
 const POSTGRES: Migrations = &[
@@ -54,6 +59,11 @@ const POSTGRES: Migrations = &[
         4,
         "schema_info",
         include_str!("../migrations/postgres/0004_schema_info.sql"),
+    ),
+    (
+        5,
+        "hardening",
+        include_str!("../migrations/postgres/0005_hardening.sql"),
     ),
 ];
 

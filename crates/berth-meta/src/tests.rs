@@ -42,6 +42,7 @@ fn image(config: &Digest, size: u64) -> NewManifest {
         children: vec![],
         pushed_by: None,
         from_upstream: false,
+        sparse: false,
     }
 }
 
@@ -132,7 +133,7 @@ async fn manifests_require_their_blobs_with_the_right_size() {
     let other = m.ensure_repo(&repo("b")).await.unwrap();
     let cfg = push_blob(&m, other, "cfg").await;
     let err = m
-        .put_manifest(r, &image(&cfg, 3), Some("v1"))
+        .put_manifest(r, &image(&cfg, 3), &["v1"])
         .await
         .unwrap_err();
     assert!(
@@ -141,7 +142,7 @@ async fn manifests_require_their_blobs_with_the_right_size() {
     );
     m.link_blob(r, &cfg).await.unwrap();
     let err = m
-        .put_manifest(r, &image(&cfg, 4), Some("v1"))
+        .put_manifest(r, &image(&cfg, 4), &["v1"])
         .await
         .unwrap_err();
     assert!(
@@ -155,9 +156,7 @@ async fn manifests_require_their_blobs_with_the_right_size() {
         ),
         "{err}"
     );
-    m.put_manifest(r, &image(&cfg, 3), Some("v1"))
-        .await
-        .unwrap();
+    m.put_manifest(r, &image(&cfg, 3), &["v1"]).await.unwrap();
     let md = image(&cfg, 3).digest;
     assert_eq!(m.resolve_tag(r, "v1").await.unwrap(), Some(md.clone()));
     assert!(m.get_manifest(r, &md).await.unwrap().is_some());
@@ -173,7 +172,7 @@ async fn tags_list_in_bytewise_order_and_delete() {
     let r = m.ensure_repo(&repo("a")).await.unwrap();
     let cfg = push_blob(&m, r, "cfg").await;
     for t in ["b", "A", "a", "_z", "B1"] {
-        m.put_manifest(r, &image(&cfg, 3), Some(t)).await.unwrap();
+        m.put_manifest(r, &image(&cfg, 3), &[t]).await.unwrap();
     }
     assert_eq!(
         m.list_tags(r, None, 100).await.unwrap(),
@@ -215,21 +214,22 @@ async fn index_children_must_exist_and_referrers_are_found() {
         children: vec![(img.digest.clone(), 2)],
         pushed_by: None,
         from_upstream: false,
+        sparse: false,
     };
-    let err = m.put_manifest(r, &index, Some("multi")).await.unwrap_err();
+    let err = m.put_manifest(r, &index, &["multi"]).await.unwrap_err();
     assert!(matches!(err, PutManifestError::MissingManifest(_)), "{err}");
-    m.put_manifest(r, &img, None).await.unwrap();
-    m.put_manifest(r, &index, Some("multi")).await.unwrap();
+    m.put_manifest(r, &img, &[]).await.unwrap();
+    m.put_manifest(r, &index, &["multi"]).await.unwrap();
 
     let mut sig = image(&cfg, 3);
     sig.digest = d("sig");
     sig.subject = Some(index.digest.clone());
     sig.artifact_type = Some("application/x-sig".into());
-    m.put_manifest(r, &sig, None).await.unwrap();
+    m.put_manifest(r, &sig, &[]).await.unwrap();
     let mut sbom = sig.clone();
     sbom.digest = d("sbom");
     sbom.artifact_type = Some("application/x-sbom".into());
-    m.put_manifest(r, &sbom, None).await.unwrap();
+    m.put_manifest(r, &sbom, &[]).await.unwrap();
 
     let all = m.referrers(r, &index.digest, None, None, 10).await.unwrap();
     assert_eq!(all.len(), 2);
@@ -259,7 +259,7 @@ async fn the_read_cache_follows_own_writes_at_once_and_other_processes_soon() {
     let r = a.ensure_repo(&repo("x")).await.unwrap();
     let cfg = push_blob(&a, r, "cfg").await;
     let first = image(&cfg, 3);
-    a.put_manifest(r, &first, Some("t")).await.unwrap();
+    a.put_manifest(r, &first, &["t"]).await.unwrap();
     assert_eq!(
         a.resolve_tag(r, "t").await.unwrap(),
         Some(first.digest.clone())
@@ -269,7 +269,7 @@ async fn the_read_cache_follows_own_writes_at_once_and_other_processes_soon() {
     // Own write: visible at once.
     let mut second = image(&cfg, 3);
     second.digest = d("second");
-    a.put_manifest(r, &second, Some("t")).await.unwrap();
+    a.put_manifest(r, &second, &["t"]).await.unwrap();
     assert_eq!(
         a.resolve_tag(r, "t").await.unwrap(),
         Some(second.digest.clone())
@@ -347,12 +347,33 @@ async fn roles_come_from_users_and_groups_and_the_best_wins() {
     );
     assert!(m.remove_member(p.id, "user", "alice").await.unwrap());
     assert_eq!(m.best_role(p.id, "alice", &[]).await.unwrap(), None);
-    // A project with a repository cannot be deleted; an empty one can.
-    m.ensure_repo(&repo("team/app")).await.unwrap();
-    assert_eq!(m.delete_project("team").await.unwrap(), Some(false));
+    // A project with a repository that holds something cannot be deleted; one whose
+    // repositories are empty can, and they go with it.
+    let r = m.ensure_repo(&repo("team/app")).await.unwrap();
+    m.create_upload("u-team", r, b"s").await.unwrap();
+    assert_eq!(
+        m.delete_project("team").await.unwrap(),
+        ProjectDeletion::HoldsRepositories(vec!["team/app".into()])
+    );
+    assert!(m.delete_upload("u-team").await.unwrap());
+    assert_eq!(
+        m.delete_project("team").await.unwrap(),
+        ProjectDeletion::Deleted {
+            empty_repositories: 1
+        }
+    );
+    assert_eq!(m.repo_id(&repo("team/app")).await.unwrap(), None);
     m.create_project("empty", false, None).await.unwrap();
-    assert_eq!(m.delete_project("empty").await.unwrap(), Some(true));
-    assert_eq!(m.delete_project("empty").await.unwrap(), None);
+    assert_eq!(
+        m.delete_project("empty").await.unwrap(),
+        ProjectDeletion::Deleted {
+            empty_repositories: 0
+        }
+    );
+    assert_eq!(
+        m.delete_project("empty").await.unwrap(),
+        ProjectDeletion::NotFound
+    );
 }
 
 #[tokio::test]
@@ -386,6 +407,7 @@ async fn ldap_logins_never_take_over_local_users() {
 async fn audit_queries_filter_page_and_prune() {
     let (_t, m) = store().await;
     let ev = |at: i64, actor: &str, action: &str, resource: &str| AuditEvent {
+        count: 1,
         id: 0,
         at,
         actor: actor.into(),
@@ -468,9 +490,9 @@ async fn cached_tags_expire_by_project_and_age() {
     // Manifests from an upstream may reference blobs that are not here yet.
     let mut cached = image(&d("not-here-yet"), 3);
     cached.from_upstream = true;
-    m.put_manifest(cache, &cached, Some("1.27")).await.unwrap();
+    m.put_manifest(cache, &cached, &["1.27"]).await.unwrap();
     let cfg = push_blob(&m, local, "cfg").await;
-    m.put_manifest(local, &image(&cfg, 3), Some("v1"))
+    m.put_manifest(local, &image(&cfg, 3), &["v1"])
         .await
         .unwrap();
     assert_eq!(
@@ -513,7 +535,7 @@ async fn two_nodes_on_postgres_see_each_others_writes() {
     assert_eq!(b.ensure_repo(&repo("x")).await.unwrap(), r);
     let cfg = push_blob(&a, r, "cfg").await;
     let first = image(&cfg, 3);
-    a.put_manifest(r, &first, Some("t")).await.unwrap();
+    a.put_manifest(r, &first, &["t"]).await.unwrap();
     // Warm b's caches.
     assert_eq!(
         b.resolve_tag(r, "t").await.unwrap(),
@@ -523,7 +545,7 @@ async fn two_nodes_on_postgres_see_each_others_writes() {
 
     let mut second = image(&cfg, 3);
     second.digest = d("second");
-    a.put_manifest(r, &second, Some("t")).await.unwrap();
+    a.put_manifest(r, &second, &["t"]).await.unwrap();
     assert_eq!(
         b.resolve_tag(r, "t").await.unwrap(),
         Some(second.digest.clone()),

@@ -8,14 +8,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_auth::{Principal, ROBOT_PREFIX, secret};
 use berth_core::access::{Action, Actions, Role};
+use berth_core::admin::{
+    self, MemberKey, NewMember, NewProject, NewRobot, NewUser, PasswordChange, ProjectChange,
+    UserChange,
+};
 use berth_core::{Digest, ErrorCode, OciError, Reference, RepoName, TagName};
-use berth_meta::{AuditFilter, CreateError, ProjectRow, now_ms};
-use serde::Deserialize;
+use berth_meta::{AuditFilter, CreateError, ProjectDeletion, ProjectRow, now_ms};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -26,6 +29,28 @@ use crate::registry::Registry;
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 type S = State<Arc<Registry>>;
+
+/// A path parameter; one that is not valid (not UTF-8, say) is a 400 with the OCI error body,
+/// like every other refusal of this API, not axum's plain-text rejection.
+pub struct Path<T>(pub T);
+
+impl<T, St> axum::extract::FromRequestParts<St> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    St: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &St,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|e| invalid(format!("invalid path: {}", e.body_text())))
+    }
+}
 
 fn invalid(msg: impl Into<String>) -> ApiError {
     ApiError::oci(ErrorCode::Invalid, msg)
@@ -49,7 +74,7 @@ fn created_once<T>(r: Result<T, CreateError>, what: impl FnOnce() -> String) -> 
 }
 
 fn json_body<T: DeserializeOwned>(b: &Bytes) -> ApiResult<T> {
-    serde_json::from_slice(b).map_err(|e| invalid(format!("invalid JSON body: {e}")))
+    admin::parse_body(b).map_err(invalid)
 }
 
 fn ok(v: Value) -> Response {
@@ -84,34 +109,11 @@ fn parse_time(s: &str) -> ApiResult<i64> {
 }
 
 fn project_name(s: &str) -> ApiResult<()> {
-    match RepoName::parse(s) {
-        Ok(r) if !r.as_str().contains('/') => Ok(()),
-        _ => Err(invalid(format!(
-            "{s:?} is not a project name (lower-case letters, digits and . _ - between them)"
-        ))),
-    }
-}
-
-fn user_name(s: &str) -> ApiResult<()> {
-    let ok = !s.is_empty()
-        && s.len() <= 64
-        && !s.starts_with(ROBOT_PREFIX)
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(format!(
-            "{s:?} is not a user name (1-64 of A-Z a-z 0-9 . _ @ -)"
-        )))
-    }
+    admin::check_project_name(s).map_err(invalid)
 }
 
 fn check_password(p: &str) -> ApiResult<()> {
-    if p.chars().count() < 8 || p.len() > 1024 {
-        return Err(invalid("a password needs 8 to 1024 characters"));
-    }
-    Ok(())
+    admin::check_password(p).map_err(invalid)
 }
 
 async fn audit(reg: &Registry, caller: &Caller, action: &str, resource: &str, detail: &str) {
@@ -192,7 +194,12 @@ pub async fn openapi() -> Response {
 // ---- projects ----
 
 fn project_json(p: &ProjectRow) -> Value {
-    json!({ "name": p.name, "public": p.public, "created_at": rfc3339(p.created_at) })
+    json!({
+        "name": p.name,
+        "public": p.public,
+        "created_at": rfc3339(p.created_at),
+        "sparse_manifests": p.sparse_manifests,
+    })
 }
 
 pub async fn list_projects(State(reg): S, caller: Caller) -> ApiResult<Response> {
@@ -206,14 +213,6 @@ pub async fn list_projects(State(reg): S, caller: Caller) -> ApiResult<Response>
         }
     }
     Ok(ok(Value::Array(out)))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewProject {
-    name: String,
-    #[serde(default)]
-    public: bool,
 }
 
 pub async fn create_project(
@@ -243,12 +242,6 @@ pub async fn get_project(
     Ok(ok(project_json(&p)))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProjectChange {
-    public: Option<bool>,
-}
-
 pub async fn update_project(
     State(reg): S,
     caller: Caller,
@@ -270,6 +263,18 @@ pub async fn update_project(
         )
         .await;
     }
+    if let Some(sparse) = change.sparse_manifests {
+        reg.meta.set_project_sparse(&name, sparse).await?;
+        let shown = sparse.map_or("default".to_owned(), |b| b.to_string());
+        audit(
+            &reg,
+            &caller,
+            "project.update",
+            &name,
+            &format!("sparse_manifests={shown}"),
+        )
+        .await;
+    }
     let p = project_or_404(&reg, &name).await?;
     Ok(ok(project_json(&p)))
 }
@@ -282,12 +287,21 @@ pub async fn delete_project(
 ) -> ApiResult<Response> {
     require_admin(&reg, &caller, &headers)?;
     match reg.meta.delete_project(&name).await? {
-        None => Err(not_found(&format!("project {name}"))),
-        Some(false) => Err(conflict(format!(
-            "project {name} still holds repositories; delete their artifacts first"
+        ProjectDeletion::NotFound => Err(not_found(&format!("project {name}"))),
+        ProjectDeletion::HoldsRepositories(repos) => Err(conflict(format!(
+            "project {name} still holds repositories with content ({}); delete them first \
+             (DELETE /api/v1/repositories/<name>, or berth repo delete <name>)",
+            repos.join(", ")
         ))),
-        Some(true) => {
-            audit(&reg, &caller, "project.delete", &name, "").await;
+        ProjectDeletion::Deleted { empty_repositories } => {
+            audit(
+                &reg,
+                &caller,
+                "project.delete",
+                &name,
+                &format!("empty repositories removed: {empty_repositories}"),
+            )
+            .await;
             Ok(no_content())
         }
     }
@@ -325,26 +339,10 @@ pub async fn list_members(
     )))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewMember {
-    kind: String,
-    name: String,
-    role: String,
-}
-
 fn member_key(kind: &str, name: &str) -> ApiResult<(String, String)> {
-    match kind {
-        "user" => {
-            user_name(name)?;
-            Ok(("user".into(), name.to_owned()))
-        }
-        "group" if !name.trim().is_empty() => {
-            Ok(("group".into(), berth_auth::ldap::normalize_dn(name)))
-        }
-        _ => Err(invalid(
-            "kind must be \"user\" or \"group\" (an LDAP group DN)",
-        )),
+    match admin::member_key(kind, name).map_err(invalid)? {
+        MemberKey::User(u) => Ok(("user".into(), u)),
+        MemberKey::Group(g) => Ok(("group".into(), berth_auth::ldap::normalize_dn(&g))),
     }
 }
 
@@ -358,9 +356,11 @@ pub async fn set_member(
     let p = readable_project(&reg, &caller, &name).await?;
     require_project_admin(&reg, &caller, &headers, &p).await?;
     let m: NewMember = json_body(&body)?;
-    let role = Role::parse(&m.role)
-        .ok_or_else(|| invalid("role must be guest, developer, maintainer or admin"))?;
-    let (kind, member) = member_key(&m.kind, &m.name)?;
+    let (key, role) = m.checked().map_err(invalid)?;
+    let (kind, member) = match key {
+        MemberKey::User(u) => ("user".to_owned(), u),
+        MemberKey::Group(g) => ("group".to_owned(), berth_auth::ldap::normalize_dn(&g)),
+    };
     let new = reg.meta.set_member(p.id, &kind, &member, role).await?;
     // The resource starts with the project, so a prefix query on it finds member changes.
     let resource = format!("{name}/members/{kind}:{member}");
@@ -412,15 +412,6 @@ pub async fn list_users(State(reg): S, caller: Caller, headers: HeaderMap) -> Ap
     Ok(ok(Value::Array(users.iter().map(user_json).collect())))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewUser {
-    name: String,
-    password: String,
-    #[serde(default)]
-    admin: bool,
-}
-
 pub async fn create_user(
     State(reg): S,
     caller: Caller,
@@ -429,8 +420,7 @@ pub async fn create_user(
 ) -> ApiResult<Response> {
     require_admin(&reg, &caller, &headers)?;
     let u: NewUser = json_body(&body)?;
-    user_name(&u.name)?;
-    check_password(&u.password)?;
+    u.check().map_err(invalid)?;
     let hash = reg.auth.hashing.hash(&u.password).await?;
     let row = created_once(
         reg.meta
@@ -462,13 +452,6 @@ pub async fn get_user(
         .await?
         .ok_or_else(|| not_found(&format!("user {name}")))?;
     Ok(ok(user_json(&u)))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UserChange {
-    admin: Option<bool>,
-    disabled: Option<bool>,
 }
 
 pub async fn update_user(
@@ -517,13 +500,6 @@ pub async fn delete_user(
     }
     audit(&reg, &caller, "user.delete", &name, "").await;
     Ok(no_content())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PasswordChange {
-    password: String,
-    old_password: Option<String>,
 }
 
 pub async fn set_password(
@@ -585,22 +561,38 @@ fn robot_json(r: &berth_meta::RobotRow) -> Value {
 
 /// Whether the caller administers every project in `projects`.
 async fn administers_all(reg: &Registry, caller: &Caller, projects: &[&str]) -> ApiResult<bool> {
+    Ok(robot_projects_refusal(reg, caller, projects)
+        .await?
+        .is_none())
+}
+
+/// Why the caller may not manage a robot with rights in `projects`, if they may not: a project
+/// that does not exist (named as such to a registry admin; to others only as one they do not
+/// administer, so private projects stay unseen), or one the caller does not administer.
+async fn robot_projects_refusal(
+    reg: &Registry,
+    caller: &Caller,
+    projects: &[&str],
+) -> ApiResult<Option<ApiError>> {
     let admin = caller.principal.is_admin() || !reg.auth.enabled();
+    if projects.is_empty() {
+        return Ok(Some(invalid("a robot needs at least one permission")));
+    }
     for p in projects {
-        if admin {
-            // Even a registry admin names existing projects only: a robot's rights must not
-            // wait for whoever creates that project later.
-            if reg.meta.project(p).await?.is_none() {
-                return Ok(false);
-            }
-            continue;
-        }
+        // Even a registry admin names existing projects only: a robot's rights must not wait
+        // for whoever creates that project later.
         match reg.meta.project(p).await? {
-            Some(row) if is_project_admin(reg, caller, &row).await? => {}
-            _ => return Ok(false),
+            None if admin => return Ok(Some(invalid(format!("project {p} does not exist")))),
+            Some(row) if admin || is_project_admin(reg, caller, &row).await? => {}
+            _ => {
+                return Ok(Some(forbidden(&format!(
+                    "project {p} does not exist or you are not its admin; a robot's projects \
+                     must all be yours to administer"
+                ))));
+            }
         }
     }
-    Ok(!projects.is_empty())
+    Ok(None)
 }
 
 pub async fn list_robots(State(reg): S, caller: Caller, headers: HeaderMap) -> ApiResult<Response> {
@@ -615,23 +607,6 @@ pub async fn list_robots(State(reg): S, caller: Caller, headers: HeaderMap) -> A
     Ok(ok(Value::Array(out)))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RobotPermission {
-    project: String,
-    actions: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewRobot {
-    name: String,
-    #[serde(default)]
-    description: String,
-    expires_in_days: Option<u32>,
-    permissions: Vec<RobotPermission>,
-}
-
 pub async fn create_robot(
     State(reg): S,
     caller: Caller,
@@ -643,43 +618,15 @@ pub async fn create_robot(
         return Err(forbidden("robots cannot create robots"));
     }
     let r: NewRobot = json_body(&body)?;
-    let bare = r.name.strip_prefix(ROBOT_PREFIX).unwrap_or(&r.name);
-    if bare.is_empty()
-        || bare.len() > 64
-        || !bare
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-    {
-        return Err(invalid(format!(
-            "{bare:?} is not a robot name (1-64 of a-z 0-9 . _ -)"
-        )));
-    }
-    if r.permissions.is_empty() {
-        return Err(invalid("a robot needs at least one permission"));
-    }
-    let mut perms = Vec::new();
-    for p in &r.permissions {
-        project_name(&p.project)?;
-        let mut a = Actions::NONE;
-        for x in &p.actions {
-            let act = Action::parse(x)
-                .ok_or_else(|| invalid(format!("unknown action {x:?} (pull, push, delete)")))?;
-            a = a.union(Actions::of(&[act]));
-        }
-        if a.is_empty() {
-            return Err(invalid(format!("no actions for project {}", p.project)));
-        }
-        perms.push((p.project.clone(), a));
-    }
+    let spec = r.checked().map_err(invalid)?;
+    let perms = spec.permissions;
     let projects: Vec<&str> = perms.iter().map(|(p, _)| p.as_str()).collect();
-    if !administers_all(&reg, &caller, &projects).await? {
-        return Err(forbidden(
-            "creating this robot needs the admin role in every project it names",
-        ));
+    if let Some(refusal) = robot_projects_refusal(&reg, &caller, &projects).await? {
+        return Err(refusal);
     }
-    let full = format!("{ROBOT_PREFIX}{bare}");
+    let full = spec.name;
     let secret = secret::new_secret()?;
-    let expires_at = r
+    let expires_at = spec
         .expires_in_days
         .map(|d| now_ms() + i64::from(d) * 86_400_000);
     let row = created_once(
@@ -687,7 +634,7 @@ pub async fn create_robot(
             .create_robot(
                 &full,
                 &secret::secret_hash(&secret),
-                &r.description,
+                &spec.description,
                 expires_at,
                 caller.principal.name(),
                 &perms,
@@ -735,6 +682,7 @@ pub async fn delete_robot(
 // ---- repositories: /api/v1/repositories/<repo>/{tags,tags/<t>,artifacts,artifacts/<d>} ----
 
 enum RepoRoute {
+    Repository(RepoName),
     Tags(RepoName),
     Tag(RepoName, String),
     Artifacts(RepoName),
@@ -751,15 +699,16 @@ fn repo_route(path: &str) -> ApiResult<RepoRoute> {
     if let Some(repo) = path.strip_suffix("/artifacts") {
         return Ok(RepoRoute::Artifacts(name(repo)?));
     }
-    let (prefix, last) = path.rsplit_once('/').ok_or_else(|| not_found("endpoint"))?;
-    let (repo, kind) = prefix
-        .rsplit_once('/')
-        .ok_or_else(|| not_found("endpoint"))?;
-    match kind {
-        "tags" => Ok(RepoRoute::Tag(name(repo)?, last.to_owned())),
-        "artifacts" => Ok(RepoRoute::Artifact(name(repo)?, last.to_owned())),
-        _ => Err(not_found("endpoint")),
+    if let Some((prefix, last)) = path.rsplit_once('/')
+        && let Some((repo, kind)) = prefix.rsplit_once('/')
+    {
+        match kind {
+            "tags" => return Ok(RepoRoute::Tag(name(repo)?, last.to_owned())),
+            "artifacts" => return Ok(RepoRoute::Artifact(name(repo)?, last.to_owned())),
+            _ => {}
+        }
     }
+    Ok(RepoRoute::Repository(name(path)?))
 }
 
 async fn repo_id_for(
@@ -824,6 +773,22 @@ pub async fn repository_get(
             }
             Ok(ok(v))
         }
+        RepoRoute::Repository(repo) => {
+            repo_id_for(&reg, &caller, &headers, &repo, Action::Pull).await?;
+            let project = project_or_404(&reg, repo.project()).await?;
+            let summary = reg
+                .meta
+                .project_repositories(project.id)
+                .await?
+                .into_iter()
+                .find(|r| r.name == repo.as_str())
+                .ok_or_else(|| not_found(&format!("repository {repo}")))?;
+            Ok(ok(json!({
+                "name": summary.name,
+                "tag_count": summary.tag_count,
+                "artifact_count": summary.artifact_count,
+            })))
+        }
         RepoRoute::Tag(..) => Err(ApiError::Oci(
             OciError::new(
                 ErrorCode::Unsupported,
@@ -841,6 +806,28 @@ pub async fn repository_delete(
     Path(path): Path<String>,
 ) -> ApiResult<Response> {
     let (repo, reference) = match repo_route(&path)? {
+        RepoRoute::Repository(repo) => {
+            repo_id_for(&reg, &caller, &headers, &repo, Action::Delete).await?;
+            let report = reg
+                .delete_repository(&repo)
+                .await?
+                .ok_or_else(|| not_found(&format!("repository {repo}")))?;
+            let detail = format!(
+                "manifests={} tags={} blob_links={} uploads={}",
+                report.manifests,
+                report.tags,
+                report.blobs,
+                report.uploads.len()
+            );
+            audit(&reg, &caller, "repository.delete", repo.as_str(), &detail).await;
+            return Ok(ok(json!({
+                "repository": repo.as_str(),
+                "manifests": report.manifests,
+                "tags": report.tags,
+                "blob_links": report.blobs,
+                "uploads": report.uploads.len(),
+            })));
+        }
         RepoRoute::Tag(repo, t) => {
             let t = TagName::parse(&t).map_err(|e| invalid(e.to_string()))?;
             (repo, Reference::Tag(t))
@@ -906,7 +893,7 @@ pub async fn query_audit(
         "events": events.iter().map(|e| json!({
             "id": e.id, "time": rfc3339(e.at), "actor": e.actor, "actor_kind": e.actor_kind,
             "action": e.action, "resource": e.resource, "source": e.source,
-            "result": e.result, "detail": e.detail,
+            "result": e.result, "detail": e.detail, "count": e.count,
         })).collect::<Vec<_>>(),
         "next": next,
     })))

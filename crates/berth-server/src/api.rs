@@ -7,7 +7,9 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
+
+use crate::admin::Path;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_core::{ErrorCode, OciError};
@@ -179,7 +181,38 @@ pub async fn metrics(State(reg): State<Arc<Registry>>) -> ApiResult<Response> {
         }
     }
     let usage = reg.meta.storage_usage().await?;
+    let c = &reg.connections.stats;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "# HELP berth_connections_open Connections open now.\n# TYPE berth_connections_open gauge\n\
+         berth_connections_open {}",
+        reg.connections.open()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP berth_connections_total Connections by what became of them at the door and \
+         after (server.max_connections, server.max_connections_per_address, the idle timeouts).\n\
+         # TYPE berth_connections_total counter"
+    );
+    for (outcome, value) in [
+        ("accepted", load(&c.accepted)),
+        ("refused_per_address", load(&c.refused_per_address)),
+        ("refused_total", load(&c.refused_total)),
+        ("evicted", load(&c.evicted)),
+        ("closed_idle", load(&c.closed_idle)),
+    ] {
+        let _ = writeln!(
+            out,
+            "berth_connections_total{{outcome=\"{outcome}\"}} {value}"
+        );
+    }
     for (name, help, value) in [
+        (
+            "berth_accept_errors_total",
+            "Failed accept() calls (out of file descriptors, most likely).",
+            load(&c.accept_errors),
+        ),
         (
             "berth_audit_events_written_total",
             "Audit events written by this process.",

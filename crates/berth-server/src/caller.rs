@@ -7,7 +7,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, HeaderValue, header};
-use base64::Engine;
 use berth_auth::{AuthError, Principal, TokenAccess, token_grants, token_grants_catalog};
 use berth_core::access::Action;
 use berth_core::{ErrorCode, OciError, RepoName};
@@ -126,25 +125,24 @@ pub fn throttled(wait: std::time::Duration) -> ApiError {
     )
 }
 
+/// The answer to a login shed from a full password-check queue (`auth.hash_queue`).
+pub fn auth_busy() -> ApiError {
+    ApiError::WithHeaders(
+        OciError::new(
+            ErrorCode::TooManyRequests,
+            "too many logins are being checked at once; try again in a moment",
+        ),
+        vec![(header::RETRY_AFTER, HeaderValue::from(1))],
+    )
+}
+
 /// Basic credentials of a request, if it carries them.
 pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, rest) = v.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(rest.trim())
-        .ok()?;
-    let s = String::from_utf8(raw).ok()?;
-    let (u, p) = s.split_once(':')?;
-    Some((u.to_owned(), p.to_owned()))
+    berth_core::credentials::basic(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, rest) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+    berth_core::credentials::bearer(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
 }
 
 /// Works out the caller. Wrong credentials are refused here (401, or 429 while throttled);
@@ -205,13 +203,7 @@ pub async fn identify(
 pub fn auth_error(reg: &Registry, headers: &HeaderMap, e: AuthError) -> ApiError {
     match e {
         AuthError::Throttled(wait) => throttled(wait),
-        AuthError::Busy => ApiError::WithHeaders(
-            OciError::new(
-                ErrorCode::TooManyRequests,
-                "too many logins are being checked at once; try again in a moment",
-            ),
-            vec![(header::RETRY_AFTER, HeaderValue::from(1))],
-        ),
+        AuthError::Busy => auth_busy(),
         AuthError::Unavailable(_) => challenge(
             reg,
             headers,
@@ -306,23 +298,97 @@ pub async fn require(
         Action::Delete => "delete",
     };
     let scope = format!("repository:{repo}:{scope_actions}");
-    if caller.principal.is_anonymous() || caller.token.is_some() {
-        let error = caller.token.as_ref().map(|_| "insufficient_scope");
+    let reason = if caller.principal.is_anonymous() {
+        Some("authentication required".to_owned())
+    } else {
+        refusal_reason(reg, caller, repo, action).await?
+    };
+    if caller.principal.is_anonymous() && caller.token.is_none() {
         return Err(challenge(
             reg,
             headers,
             Some(&scope),
-            error,
+            None,
             "authentication required",
         ));
     }
+    if caller.token.is_some() {
+        // A token caller asks the token endpoint again for what the challenge names; the
+        // message says whether that can help.
+        let message = match reason {
+            None => format!(
+                "the token does not grant {} on {repo}; ask the token endpoint for the scope {scope}",
+                action.as_str()
+            ),
+            Some(r) => r,
+        };
+        return Err(challenge(
+            reg,
+            headers,
+            Some(&scope),
+            Some("insufficient_scope"),
+            &message,
+        ));
+    }
+    let message = reason.unwrap_or_else(|| format!("requested access to {repo} is denied"));
     Err(ApiError::Oci(
-        OciError::new(
-            ErrorCode::Denied,
-            format!("requested access to the resource is denied ({scope})"),
-        )
-        .with_status(403),
+        OciError::new(ErrorCode::Denied, message)
+            .with_detail(serde_json::json!({ "scope": scope }))
+            .with_status(403),
     ))
+}
+
+/// Why a signed-in caller may not do `action` on `repo`, in words that reveal nothing about a
+/// project the caller cannot see: a private project of which the caller is no member reads
+/// exactly as a missing one. `None` when the caller's own rights allow it (a token that lacks
+/// the scope).
+async fn refusal_reason(
+    reg: &Registry,
+    caller: &Caller,
+    repo: &RepoName,
+    action: Action,
+) -> ApiResult<Option<String>> {
+    let project = repo.project();
+    let actions = reg
+        .auth
+        .project_actions(&caller.principal, project)
+        .await
+        .map_err(ApiError::from)?;
+    if actions.contains(action) {
+        return Ok(None);
+    }
+    if !actions.contains(Action::Pull) {
+        return Ok(Some(format!(
+            "project {project} does not exist or is not visible to you"
+        )));
+    }
+    if reg.proxy.project_of(repo).is_some() {
+        return Ok(Some(format!(
+            "{project} is a pull-through cache project; it is read-only to clients"
+        )));
+    }
+    let who = match &caller.principal {
+        Principal::User { name, groups, .. } => {
+            let role = match reg.meta.project(project).await? {
+                Some(p) => reg.meta.best_role(p.id, name, groups).await?,
+                None => None,
+            };
+            match role {
+                Some(r) => format!("your role in project {project} ({})", r.as_str()),
+                None => {
+                    format!("you are not a member of project {project}; as a public project it")
+                }
+            }
+        }
+        Principal::Robot { name, .. } => {
+            format!("{name}'s permissions in project {project} ({actions})")
+        }
+        Principal::Anonymous => "anonymous access".to_owned(),
+    };
+    Ok(Some(format!(
+        "{who} does not allow {} on {repo}",
+        action.as_str()
+    )))
 }
 
 /// Requires a signed-in caller (any principal but anonymous).
@@ -385,12 +451,14 @@ impl axum::extract::FromRequestParts<std::sync::Arc<Registry>> for Caller {
         parts: &mut axum::http::request::Parts,
         reg: &std::sync::Arc<Registry>,
     ) -> Result<Self, Self::Rejection> {
-        identify(
+        let caller = identify(
             reg,
             &parts.headers,
             peer(reg, &parts.headers, &parts.extensions),
         )
-        .await
+        .await?;
+        crate::request_log::record_caller(&parts.extensions, caller.principal.name());
+        Ok(caller)
     }
 }
 

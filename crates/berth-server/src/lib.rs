@@ -5,34 +5,31 @@ mod admin;
 mod api;
 pub mod audit;
 pub mod caller;
+pub mod connections;
 pub mod error;
 mod listener;
 pub mod pullthrough;
 pub mod registry;
+pub mod request_log;
 mod token_api;
 mod v2;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post, put};
-use tracing::Instrument;
 
+pub use berth_auth::AdminBootstrap;
+pub use berth_core::admin::check_password as check_password_rules;
 pub use listener::{ListenError, bind, serve};
 pub use registry::Registry;
 
 /// The whole HTTP surface of a node.
 pub fn router(registry: Arc<Registry>) -> Router {
-    Router::new()
-        .route("/v2", any(v2::dispatch))
-        .route("/v2/", any(v2::dispatch))
-        .route("/v2/{*path}", any(v2::dispatch))
+    registry_api()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(api::metrics))
@@ -41,7 +38,6 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/api/v1/jobs", get(api::list_jobs))
         .route("/api/v1/jobs/{id}", get(api::get_job))
         .route("/api/v1/storage", get(api::storage))
-        .route("/auth/token", get(token_api::token).post(token_api::token))
         .route("/api/v1/openapi.json", get(admin::openapi))
         .route("/api/v1/me", get(admin::me))
         .route(
@@ -88,13 +84,26 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/api/v1/search", get(admin::search))
         .route("/api/v1/token-keys", post(admin::rotate_token_key))
         .with_state(registry)
-        .layer(middleware::from_fn(request_log))
+        .layer(middleware::from_fn(request_log::request_log))
+}
+
+/// The registry API (`/v2`) and its token endpoint, which every listener serves.
+fn registry_api() -> Router<Arc<Registry>> {
+    Router::new()
+        .route("/v2", any(v2::dispatch))
+        .route("/v2/", any(v2::dispatch))
+        .route("/v2/{*path}", any(v2::dispatch))
+        .route("/auth/token", get(token_api::token).post(token_api::token))
 }
 
 /// The router of the Docker `registry-mirrors` listener: every `/v2/<repo>` request is served
-/// as `/v2/<project>/<repo>` of the proxy project `project`.
+/// as `/v2/<project>/<repo>` of the proxy project `project`. It serves the registry API and
+/// the token endpoint only: the admin API, metrics and probes stay on the main listener.
 pub fn mirror_router(registry: Arc<Registry>, project: &str) -> Router {
-    router(registry).layer(axum::Extension(v2::MirrorOf(project.to_owned())))
+    registry_api()
+        .with_state(registry)
+        .layer(middleware::from_fn(request_log::request_log))
+        .layer(axum::Extension(v2::MirrorOf(project.to_owned())))
 }
 
 async fn readyz(axum::extract::State(reg): axum::extract::State<Arc<Registry>>) -> Response {
@@ -116,38 +125,4 @@ async fn readyz(axum::extract::State(reg): axum::extract::State<Arc<Registry>>) 
         }
     }
     "ready".into_response()
-}
-
-/// Gives every request an id (the client's `X-Request-Id` if it sent a sane one), a span
-/// carrying it, and one log line when the response head is ready.
-async fn request_log(req: Request<Body>, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let span = tracing::info_span!("request", id = %id, method = %method, path = %path);
-    let start = Instant::now();
-    let mut resp = next.run(req).instrument(span.clone()).await;
-    let status = resp.status().as_u16();
-    let ms = start.elapsed().as_secs_f64() * 1000.0;
-    span.in_scope(|| {
-        if status >= 500 {
-            tracing::error!(status, ms, "request failed");
-        } else {
-            tracing::info!(status, ms, "request");
-        }
-    });
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert("x-request-id", v);
-    }
-    resp
 }

@@ -82,7 +82,24 @@ enum FetchState {
     Done {
         size: u64,
     },
-    Failed(String),
+    Failed(FetchFailure),
+}
+
+/// Why an upstream fetch failed: whether the upstream does not have the blob (a 404 to the
+/// client), and what to say.
+#[derive(Debug, Clone)]
+struct FetchFailure {
+    not_found: bool,
+    message: String,
+}
+
+impl From<String> for FetchFailure {
+    fn from(message: String) -> Self {
+        FetchFailure {
+            not_found: false,
+            message,
+        }
+    }
 }
 
 /// One upstream blob download that any number of clients stream from.
@@ -426,14 +443,11 @@ pub async fn get_blob(
         .await?
         .iter()
         .any(|r| r.starts_with(&prefix))
+        && reg.meta.link_blob(name, digest).await?
+        && let Ok(row) = reg.stat_blob(name, digest).await
     {
-        let repo = reg.meta.ensure_repo(name).await?;
-        if reg.meta.link_blob(repo, digest).await?
-            && let Ok(row) = reg.stat_blob(name, digest).await
-        {
-            px.metrics.blob_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(ProxyBlob::Local(row));
-        }
+        px.metrics.blob_hits.fetch_add(1, Ordering::Relaxed);
+        return Ok(ProxyBlob::Local(row));
     }
     px.metrics.blob_misses.fetch_add(1, Ordering::Relaxed);
     let path = upstream_path(p, name)?;
@@ -451,9 +465,16 @@ pub async fn get_blob(
         match state {
             FetchState::Starting => {}
             FetchState::Streaming { size, .. } | FetchState::Done { size } => break size,
-            FetchState::Failed(msg) => {
+            FetchState::Failed(f) if f.not_found => {
+                return Err(blob_upstream_error(
+                    &p.name,
+                    digest,
+                    &UpstreamError::NotFound,
+                ));
+            }
+            FetchState::Failed(f) => {
                 return Err(ApiError::Oci(
-                    OciError::new(ErrorCode::BlobUnknown, msg).with_status(502),
+                    OciError::new(ErrorCode::BlobUnknown, f.message).with_status(502),
                 ));
             }
         }
@@ -512,11 +533,11 @@ fn join_fetch(
     let task_fetch = fetch.clone();
     tokio::spawn(async move {
         let result = run_fetch(&reg, &p, &name, &digest, &path, &task_fetch).await;
-        if let Err(msg) = &result {
-            tracing::warn!(project = %p.name, repo = %name, %digest, error = %msg, "upstream blob fetch failed");
-            task_fetch
-                .state
-                .send_replace(FetchState::Failed(msg.clone()));
+        if let Err(f) = &result {
+            if !f.not_found {
+                tracing::warn!(project = %p.name, repo = %name, %digest, error = %f.message, "upstream blob fetch failed");
+            }
+            task_fetch.state.send_replace(FetchState::Failed(f.clone()));
         }
         reg.proxy
             .fetches
@@ -534,11 +555,14 @@ async fn run_fetch(
     digest: &Digest,
     path: &str,
     fetch: &Fetch,
-) -> Result<(), String> {
+) -> Result<(), FetchFailure> {
     let px = &reg.proxy;
     let resp = p.upstream.get_blob(path, digest).await.map_err(|e| {
         px.metrics.error(&e);
-        format!("pull-through cache {}: {e}", p.name)
+        FetchFailure {
+            not_found: matches!(e, UpstreamError::NotFound),
+            message: format!("pull-through cache {}: {e}", p.name),
+        }
     })?;
     let size = resp.content_length().ok_or_else(|| {
         format!(
@@ -562,7 +586,8 @@ async fn run_fetch(
             return Err(format!(
                 "pull-through cache {}: upstream sent more than {size} bytes",
                 p.name
-            ));
+            )
+            .into());
         }
         file.write_all(&chunk)
             .await
@@ -584,14 +609,16 @@ async fn run_fetch(
         return Err(format!(
             "pull-through cache {}: upstream stream ended at {written} of {size} bytes",
             p.name
-        ));
+        )
+        .into());
     }
     let actual = hasher.finish();
     if &actual != digest {
         return Err(format!(
             "pull-through cache {}: upstream bytes hash to {actual}, not {digest}; not cached",
             p.name
-        ));
+        )
+        .into());
     }
     fetch.state.send_replace(FetchState::Done { size });
     // Store it like a pushed blob (hashed again on the way in: the store trusts nobody).
@@ -627,8 +654,8 @@ fn spool_stream(fetch: Arc<Fetch>, rx: watch::Receiver<FetchState>) -> berth_sto
                 FetchState::Starting => (0, false),
                 FetchState::Streaming { published, .. } => (published, false),
                 FetchState::Done { size } => (size, true),
-                FetchState::Failed(msg) => {
-                    return Some((Err(std::io::Error::other(msg)), None));
+                FetchState::Failed(f) => {
+                    return Some((Err(std::io::Error::other(f.message)), None));
                 }
             };
             if st.offset < avail {

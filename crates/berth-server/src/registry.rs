@@ -8,10 +8,10 @@ use std::time::Duration;
 use berth_core::config::Config;
 use berth_core::manifest::{self, ManifestKind};
 use berth_core::range::ChunkRange;
-use berth_core::{Algorithm, Digest, Digester, ErrorCode, OciError, Reference, RepoName};
+use berth_core::{Algorithm, Digest, Digester, ErrorCode, OciError, Reference, RepoName, TagName};
 use berth_meta::{
     BlobRow, CommitOutcome, DeleteOutcome, ManifestRow, MetaStore, NewManifest, PutManifestError,
-    ReferrerRow, UploadRow, now_ms,
+    ReferrerRow, RepoRef, UploadRow, now_ms,
 };
 use berth_storage::{BlobKey, BlobStore, ByteStream, UploadId, WriteError};
 
@@ -20,6 +20,9 @@ use crate::error::{ApiError, ApiResult};
 /// A long streamed PATCH marks its session active this often, so the idle-upload purger
 /// never takes a slow but live push.
 const UPLOAD_ACTIVITY_INTERVAL: Duration = Duration::from_secs(60);
+/// An upload request waits this long for buffer memory (`limits.upload_buffer_memory`)
+/// before it is answered 429.
+const UPLOAD_MEMORY_WAIT: Duration = Duration::from_secs(5);
 
 pub struct Registry {
     pub meta: MetaStore,
@@ -35,9 +38,15 @@ pub struct Registry {
     pub proxy: crate::pullthrough::PullThrough,
     /// `server.trusted_proxies`, parsed.
     pub trusted_proxies: Vec<berth_core::config::IpBlock>,
+    /// The connections of this node's listeners (limits, idle clocks, counters).
+    pub connections: Arc<crate::connections::Connections>,
     /// Upload sessions with a request in progress on this node: a second concurrent PATCH or
     /// PUT on the same session is refused with 416 instead of interleaving bytes.
     busy_uploads: Mutex<HashSet<String>>,
+    /// `limits.upload_buffer_memory` in MiB, taken by every upload request with a body.
+    upload_memory: Arc<tokio::sync::Semaphore>,
+    /// MiB one upload request takes from it.
+    upload_cost: u32,
 }
 
 /// Held while a request writes to an upload session.
@@ -64,6 +73,17 @@ pub trait ReadCheck: Send + Sync {
 pub struct UploadState {
     pub id: UploadId,
     pub offset: u64,
+}
+
+/// Where a manifest being stored comes from, which decides what it must reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Storing {
+    /// A client's push: every blob and child must be in the repository.
+    Pushed,
+    /// A client's push to a project that takes sparse manifests: what is present must match.
+    Sparse,
+    /// A proxy project's copy of its upstream's manifest: parts are fetched when asked for.
+    FromUpstream,
 }
 
 /// One page of a listing, and whether more entries follow it.
@@ -165,7 +185,18 @@ impl Registry {
             .collect();
         let proxy = crate::pullthrough::PullThrough::new(&config)
             .map_err(berth_auth::AuthError::Internal)?;
+        meta.set_repository_limit(config.limits.repositories_per_project);
+        let budget_mib = (config.limits.upload_buffer_memory.as_u64() >> 20).max(1);
+        let upload_cost = blobs
+            .upload_buffer_size()
+            .div_ceil(1 << 20)
+            .clamp(1, budget_mib);
+        let open_files = crate::connections::open_files_limit();
+        let connections = crate::connections::Connections::new(
+            crate::connections::ConnectionLimits::new(&config, open_files),
+        );
         let registry = Registry {
+            connections,
             proxy,
             trusted_proxies,
             meta,
@@ -175,6 +206,10 @@ impl Registry {
             auth,
             audit,
             busy_uploads: Mutex::new(HashSet::new()),
+            upload_memory: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(budget_mib).unwrap_or(usize::MAX >> 4),
+            )),
+            upload_cost: u32::try_from(upload_cost).unwrap_or(u32::MAX),
         };
         crate::pullthrough::ensure_projects(&registry).await?;
         Ok(registry)
@@ -204,6 +239,27 @@ impl Registry {
             set: &self.busy_uploads,
             id: key,
         })
+    }
+
+    /// Room in the upload buffer budget for one upload request, held while it streams.
+    async fn upload_memory(&self) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
+        let want = self
+            .upload_memory
+            .clone()
+            .acquire_many_owned(self.upload_cost);
+        match tokio::time::timeout(UPLOAD_MEMORY_WAIT, want).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(ApiError::WithHeaders(
+                OciError::new(
+                    ErrorCode::TooManyRequests,
+                    "too many uploads are in progress (limits.upload_buffer_memory); retry shortly",
+                ),
+                vec![(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from(1),
+                )],
+            )),
+        }
     }
 
     fn check_delete_enabled(&self) -> ApiResult<()> {
@@ -285,12 +341,11 @@ impl Registry {
         name: &RepoName,
         algorithm: Algorithm,
     ) -> ApiResult<UploadState> {
-        let repo = self.meta.ensure_repo(name).await?;
         let id = UploadId::new();
         self.blobs.create_upload(&id).await?;
         if let Err(e) = self
             .meta
-            .create_upload(&id.to_string(), repo, &Digester::new(algorithm).export())
+            .create_upload(&id.to_string(), name, &Digester::new(algorithm).export())
             .await
         {
             let _ = self.blobs.delete_upload(&id).await;
@@ -329,8 +384,7 @@ impl Registry {
         if !source_ok {
             return Ok(false);
         }
-        let repo = self.meta.ensure_repo(name).await?;
-        Ok(self.meta.link_blob(repo, digest).await?)
+        Ok(self.meta.link_blob(name, digest).await?)
     }
 
     async fn session(&self, name: &RepoName, id: &UploadId) -> ApiResult<UploadRow> {
@@ -397,6 +451,7 @@ impl Registry {
         body: ByteStream,
     ) -> ApiResult<UploadState> {
         let (_lock, row) = self.lock_session(name, id).await?;
+        let _memory = self.upload_memory().await?;
         let (offset, _) = self
             .append_locked(name, &row, range, content_length, body)
             .await?;
@@ -502,6 +557,10 @@ impl Registry {
         body: Option<ByteStream>,
     ) -> ApiResult<()> {
         let (_lock, row) = self.lock_session(name, id).await?;
+        let _memory = match &body {
+            Some(_) => Some(self.upload_memory().await?),
+            None => None,
+        };
         let (size, digester) = match body {
             Some(body) => {
                 self.append_locked(name, &row, range, content_length, body)
@@ -535,7 +594,7 @@ impl Registry {
                 .with_detail(serde_json::json!({ "digest": digest.to_string() })),
             ));
         }
-        self.commit_staged(&row.id, row.repo_id, id, digest, size)
+        self.commit_staged(&row.id, RepoRef::Id(row.repo_id), id, digest, size)
             .await
     }
 
@@ -544,7 +603,7 @@ impl Registry {
     async fn commit_staged(
         &self,
         session: &str,
-        repo_id: i64,
+        repo: RepoRef,
         id: &UploadId,
         digest: &Digest,
         size: u64,
@@ -553,7 +612,7 @@ impl Registry {
         if self.meta.live_blob(digest).await?.is_some()
             && let CommitOutcome::AlreadyLive { .. } = self
                 .meta
-                .commit_blob(session, repo_id, digest, None)
+                .commit_blob(session, repo.clone(), digest, None)
                 .await?
         {
             self.blobs.delete_upload(id).await?;
@@ -563,7 +622,7 @@ impl Registry {
         self.blobs.commit_upload(id, size, &key).await?;
         match self
             .meta
-            .commit_blob(session, repo_id, digest, Some((&key.generation, size)))
+            .commit_blob(session, repo, digest, Some((&key.generation, size)))
             .await?
         {
             CommitOutcome::Stored => {}
@@ -587,7 +646,7 @@ impl Registry {
         content_length: Option<u64>,
         body: ByteStream,
     ) -> ApiResult<()> {
-        let repo = self.meta.ensure_repo(name).await?;
+        let _memory = self.upload_memory().await?;
         let id = UploadId::new();
         self.blobs.create_upload(&id).await?;
         let result = async {
@@ -607,7 +666,7 @@ impl Registry {
                     .with_detail(serde_json::json!({ "digest": digest.to_string() })),
                 ));
             }
-            self.commit_staged(&id.to_string(), repo, &id, digest, size)
+            self.commit_staged(&id.to_string(), RepoRef::from(name), &id, digest, size)
                 .await
         }
         .await;
@@ -619,18 +678,33 @@ impl Registry {
 
     // ---- manifests ----
 
-    /// Validates and stores a manifest; returns its digest and subject.
+    /// Validates and stores a manifest, pointing the reference's tag and `extra_tags` (the
+    /// `?tag=` parameters of a push by digest) at it in the same transaction; returns its
+    /// digest and subject.
     pub async fn put_manifest(
         &self,
         name: &RepoName,
         reference: &Reference,
+        extra_tags: &[TagName],
         content_type: Option<&str>,
         payload: Vec<u8>,
         pushed_by: Option<&str>,
     ) -> ApiResult<(Digest, Option<Digest>)> {
         let parsed = manifest::parse_manifest(&payload, content_type)
             .map_err(|e| ApiError::oci(ErrorCode::ManifestInvalid, e.0))?;
-        let (digest, tag) = match reference {
+        let references = parsed.required_blobs().count() + parsed.manifests.len();
+        let max = self.config.limits.manifest_max_references as usize;
+        if references > max {
+            return Err(ApiError::oci(
+                ErrorCode::ManifestInvalid,
+                format!(
+                    "the manifest references {references} blobs and manifests; at most {max} are \
+                     accepted (limits.manifest_max_references)"
+                ),
+            ));
+        }
+        let mut tags: Vec<&str> = Vec::with_capacity(extra_tags.len() + 1);
+        let digest = match reference {
             Reference::Digest(d) => {
                 let actual = Digest::of(d.algorithm(), &payload);
                 if &actual != d {
@@ -642,12 +716,61 @@ impl Registry {
                         .with_detail(serde_json::json!({ "digest": d.to_string() })),
                     ));
                 }
-                (actual, None)
+                actual
             }
-            Reference::Tag(t) => (Digest::sha256_of(&payload), Some(t.as_str())),
+            Reference::Tag(t) => {
+                tags.push(t.as_str());
+                Digest::sha256_of(&payload)
+            }
         };
-        self.store_manifest(name, digest, tag, &parsed, payload, pushed_by, false)
-            .await
+        for t in extra_tags {
+            if !tags.contains(&t.as_str()) {
+                tags.push(t.as_str());
+            }
+        }
+        let stored = self
+            .store_manifest(
+                name,
+                digest.clone(),
+                &tags,
+                &parsed,
+                payload.clone(),
+                pushed_by,
+                Storing::Pushed,
+            )
+            .await;
+        match stored {
+            // Only a manifest that lacks parts asks whether its project takes sparse ones: the
+            // common push needs no project lookup.
+            Err(ApiError::Oci(e))
+                if (e.code == ErrorCode::ManifestBlobUnknown
+                    || (e.code == ErrorCode::ManifestUnknown && e.status == Some(400)))
+                    && self.accepts_sparse(name).await? =>
+            {
+                self.store_manifest(
+                    name,
+                    digest,
+                    &tags,
+                    &parsed,
+                    payload,
+                    pushed_by,
+                    Storing::Sparse,
+                )
+                .await
+            }
+            other => other,
+        }
+    }
+
+    /// Whether the repository's project accepts sparse manifests (its own setting, else
+    /// `registry.sparse_manifests`).
+    async fn accepts_sparse(&self, name: &RepoName) -> ApiResult<bool> {
+        let own = self
+            .meta
+            .project(name.project())
+            .await?
+            .and_then(|p| p.sparse_manifests);
+        Ok(own.unwrap_or(self.config.registry.sparse_manifests))
     }
 
     /// Stores a manifest fetched from a proxy project's upstream, whose blobs and children
@@ -666,9 +789,18 @@ impl Registry {
                 format!("upstream manifest: {}", e.0),
             )
         })?;
-        self.store_manifest(name, digest.clone(), tag, &parsed, payload, None, true)
-            .await
-            .map(|_| ())
+        let tags: Vec<&str> = tag.into_iter().collect();
+        self.store_manifest(
+            name,
+            digest.clone(),
+            &tags,
+            &parsed,
+            payload,
+            None,
+            Storing::FromUpstream,
+        )
+        .await
+        .map(|_| ())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -676,13 +808,12 @@ impl Registry {
         &self,
         name: &RepoName,
         digest: Digest,
-        tag: Option<&str>,
+        tags: &[&str],
         parsed: &manifest::ParsedManifest,
         payload: Vec<u8>,
         pushed_by: Option<&str>,
-        from_upstream: bool,
+        storing: Storing,
     ) -> ApiResult<(Digest, Option<Digest>)> {
-        let repo = self.meta.ensure_repo(name).await?;
         let new = NewManifest {
             digest: digest.clone(),
             media_type: parsed.media_type.clone(),
@@ -707,10 +838,11 @@ impl Registry {
                 Vec::new()
             },
             pushed_by: pushed_by.filter(|p| !p.is_empty()).map(str::to_owned),
-            from_upstream,
+            from_upstream: storing == Storing::FromUpstream,
+            sparse: storing == Storing::Sparse,
             payload,
         };
-        match self.meta.put_manifest(repo, &new, tag).await {
+        match self.meta.put_manifest(name, &new, tags).await {
             Ok(()) => Ok((digest, new.subject)),
             Err(PutManifestError::MissingBlob(d)) => Err(ApiError::Oci(
                 OciError::new(
@@ -799,14 +931,17 @@ impl Registry {
                 DeleteOutcome::Deleted(_) => true,
                 DeleteOutcome::NotFound => false,
                 DeleteOutcome::Listed(parents) => {
+                    // The spec lists 202, 400, 404 and 405 for a manifest delete: a refusal
+                    // the client must not retry is 400.
                     return Err(ApiError::Oci(
                         OciError::new(
-                            ErrorCode::Conflict,
+                            ErrorCode::Denied,
                             format!(
-                                "{d} is listed by the image index {} of this repository; delete the index first",
+                                "conflict: {d} is listed by the image index {} of this repository; delete the index first",
                                 parents.join(", ")
                             ),
                         )
+                        .with_status(400)
                         .with_detail(serde_json::json!({ "digest": d.to_string(), "indexes": parents })),
                     ));
                 }
@@ -818,6 +953,28 @@ impl Registry {
         } else {
             Err(manifest_unknown(&reference.to_string()))
         }
+    }
+
+    // ---- repositories ----
+
+    /// Deletes a repository with its tags, manifests, blob links and upload sessions (their
+    /// staged bytes too); blobs nothing else uses go with the next garbage collection.
+    pub async fn delete_repository(
+        &self,
+        name: &RepoName,
+    ) -> ApiResult<Option<berth_meta::RepoDeletion>> {
+        self.check_delete_enabled()?;
+        let Some(report) = self.meta.delete_repository(name).await? else {
+            return Ok(None);
+        };
+        for id in &report.uploads {
+            if let Some(uid) = UploadId::parse(id)
+                && let Err(e) = self.blobs.delete_upload(&uid).await
+            {
+                tracing::warn!(upload = %id, error = %e, "deleting the bytes of an upload of a deleted repository");
+            }
+        }
+        Ok(Some(report))
     }
 
     // ---- listings ----

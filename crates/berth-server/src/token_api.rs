@@ -83,8 +83,8 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
             Some("password") => {
                 let user = get(&params, "username").unwrap_or("").to_owned();
                 let password = get(&params, "password").unwrap_or("");
-                let p = login(reg, &headers, &user, password, peer, ip).await?;
-                (p, offline, Some(user))
+                let (p, checked) = login(reg, &headers, &user, password, peer, ip).await?;
+                (p, offline, checked.then_some(user))
             }
             Some("refresh_token") => {
                 let t = get(&params, "refresh_token").unwrap_or("");
@@ -106,8 +106,8 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
         let offline = get(&params, "offline_token") == Some("true");
         match basic_credentials(&headers) {
             Some((user, password)) => {
-                let p = login(reg, &headers, &user, &password, peer, ip).await?;
-                (p, offline, Some(user))
+                let (p, checked) = login(reg, &headers, &user, &password, peer, ip).await?;
+                (p, offline, checked.then_some(user))
             }
             None => (Principal::Anonymous, false, None),
         }
@@ -116,6 +116,7 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
             OciError::new(ErrorCode::Unsupported, "use GET or POST").with_status(405),
         ));
     };
+    crate::request_log::record_caller(&parts.extensions, principal.name());
     let mut requested = scopes(&params)?;
     if let Some(crate::v2::MirrorOf(project)) = parts.extensions.get::<crate::v2::MirrorOf>() {
         // On the Docker mirror listener, docker asks for `library/nginx` and its requests are
@@ -161,6 +162,9 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
     Ok(answer(&issued, refresh))
 }
 
+/// Checks a token request's credentials. The answer says whether they were checked now: a
+/// client asking again with credentials verified a moment ago is not a new login for the audit
+/// log (a CI job asks for a token per repository and per scope).
 async fn login(
     reg: &Registry,
     headers: &HeaderMap,
@@ -168,11 +172,11 @@ async fn login(
     password: &str,
     peer: Option<std::net::SocketAddr>,
     ip: std::net::IpAddr,
-) -> ApiResult<Principal> {
-    match reg.auth.authenticate(user, password, ip).await {
-        Ok(p) => Ok(p),
+) -> ApiResult<(Principal, bool)> {
+    match reg.auth.login(user, password, ip).await {
+        Ok(l) => Ok((l.principal, l.checked)),
         Err(e) => {
-            if matches!(e, AuthError::Throttled(_)) {
+            if matches!(e, AuthError::Throttled(_) | AuthError::Busy) {
                 return Err(auth_error(reg, headers, e));
             }
             reg.audit

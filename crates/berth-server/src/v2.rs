@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_core::manifest::OCI_INDEX;
 use berth_core::range::{RangeRequest, parse_content_range, parse_range};
-use berth_core::{Algorithm, Digest, ErrorCode, OciError, Reference, RepoName};
+use berth_core::{Algorithm, Digest, ErrorCode, OciError, Reference, RepoName, TagName};
 use berth_storage::{ByteStream, UploadId};
 use futures_util::StreamExt;
 
@@ -105,6 +105,41 @@ fn reference(s: &str) -> ApiResult<Reference> {
             OciError::new(code, e.to_string()).with_detail(serde_json::json!({ "reference": s })),
         )
     })
+}
+
+/// Tags pushed with a manifest at most (`?tag=` parameters); more get 414, as the spec allows.
+const MAX_TAG_PARAMS: usize = 100;
+
+/// The `tag` query parameters of a manifest push (`PUT .../manifests/<digest>?tag=a&tag=b`).
+fn tag_params(query: Option<&str>) -> ApiResult<Vec<TagName>> {
+    let Some(q) = query else {
+        return Ok(Vec::new());
+    };
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q).unwrap_or_default();
+    let tags: Vec<&str> = pairs
+        .iter()
+        .filter(|(k, _)| k == "tag")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if tags.len() > MAX_TAG_PARAMS {
+        return Err(ApiError::Oci(
+            OciError::new(
+                ErrorCode::TagInvalid,
+                format!("at most {MAX_TAG_PARAMS} tag parameters are accepted in one push"),
+            )
+            .with_status(414),
+        ));
+    }
+    tags.into_iter()
+        .map(|t| {
+            TagName::parse(t).map_err(|e| {
+                ApiError::Oci(
+                    OciError::new(ErrorCode::TagInvalid, e.to_string())
+                        .with_detail(serde_json::json!({ "tag": t })),
+                )
+            })
+        })
+        .collect()
 }
 
 fn upload_id(s: &str) -> ApiResult<UploadId> {
@@ -335,6 +370,7 @@ async fn handle(reg: &Arc<Registry>, req: Request) -> ApiResult<Response> {
         _ => parse_route(path)?,
     };
     let method = req.method().clone();
+    let uri_query = req.uri().query().map(str::to_owned);
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
     let idle = reg.config.server.body_idle_timeout.0;
@@ -345,6 +381,7 @@ async fn handle(reg: &Arc<Registry>, req: Request) -> ApiResult<Response> {
         caller::peer(reg, &headers, &parts.extensions),
     )
     .await?;
+    crate::request_log::record_caller(&parts.extensions, caller.principal.name());
     authorize(reg, &caller, &headers, &route, &method).await?;
     refuse_push_to_proxy(reg, &route, &method)?;
 
@@ -499,17 +536,24 @@ async fn handle(reg: &Arc<Registry>, req: Request) -> ApiResult<Response> {
                             .trim()
                             .to_ascii_lowercase()
                     });
+                    let extra_tags = tag_params(uri_query.as_deref())?;
                     let payload = read_limited(body, limit, idle).await?;
                     let (d, subject) = reg
                         .put_manifest(
                             &name,
                             &r,
+                            &extra_tags,
                             content_type.as_deref(),
                             payload,
                             Some(caller.principal.name()),
                         )
                         .await?;
-                    let detail = format!("digest {d}");
+                    let detail = if extra_tags.is_empty() {
+                        format!("digest {d}")
+                    } else {
+                        let tags: Vec<&str> = extra_tags.iter().map(TagName::as_str).collect();
+                        format!("digest {d}, tags {}", tags.join(" "))
+                    };
                     reg.audit
                         .record(
                             &caller.actor(),
@@ -528,6 +572,10 @@ async fn handle(reg: &Arc<Registry>, req: Request) -> ApiResult<Response> {
                     h.insert(DIGEST_HEADER, hv(&d.to_string()));
                     if let Some(s) = subject {
                         h.insert("oci-subject", hv(&s.to_string()));
+                    }
+                    // One OCI-Tag per tag the push set (the reference's own tag needs none).
+                    for t in &extra_tags {
+                        h.append("oci-tag", hv(t.as_str()));
                     }
                     Ok(resp)
                 }
@@ -799,7 +847,17 @@ async fn get_blob(
     let body = if head || len == 0 {
         Body::empty()
     } else {
-        Body::from_stream(reg.read_blob(&row, start, len).await?)
+        // The first piece is read before the head is sent, so a store that cannot read the
+        // blob at all is answered 503 instead of a 200 whose body is cut at once.
+        let mut stream = reg.read_blob(&row, start, len).await?;
+        let first = match stream.next().await {
+            Some(Ok(b)) => b,
+            Some(Err(e)) => {
+                return Err(berth_storage::StorageError::io(format!("reading blob {d}"), e).into());
+            }
+            None => bytes::Bytes::new(),
+        };
+        Body::from_stream(futures_util::stream::once(async move { Ok(first) }).chain(stream))
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;

@@ -1671,8 +1671,18 @@ async fn refusals_name_their_reason_without_revealing_private_projects() {
     assert!(m.contains("developer") && m.contains("delete"), "{m}");
 
     // An outsider: a private project and a missing one read the same.
-    let private = get_as(&w, "/v2/secret/app/manifests/v1", w.basic("outsider").unwrap()).await;
-    let missing = get_as(&w, "/v2/nowhere/app/manifests/v1", w.basic("outsider").unwrap()).await;
+    let private = get_as(
+        &w,
+        "/v2/secret/app/manifests/v1",
+        w.basic("outsider").unwrap(),
+    )
+    .await;
+    let missing = get_as(
+        &w,
+        "/v2/nowhere/app/manifests/v1",
+        w.basic("outsider").unwrap(),
+    )
+    .await;
     private.assert_error(StatusCode::FORBIDDEN, "DENIED");
     missing.assert_error(StatusCode::FORBIDDEN, "DENIED");
     let (mp, mm) = (message(&private), message(&missing));
@@ -1703,7 +1713,8 @@ async fn refusals_name_their_reason_without_revealing_private_projects() {
 #[tokio::test]
 async fn a_robot_for_a_missing_project_says_the_project_does_not_exist() {
     let w = setup().await;
-    let body = json!({ "name": "ci", "permissions": [{ "project": "nowhere", "actions": ["pull"] }] });
+    let body =
+        json!({ "name": "ci", "permissions": [{ "project": "nowhere", "actions": ["pull"] }] });
     let r = w
         .admin_call(Method::POST, "/api/v1/robots", body.to_string())
         .await;
@@ -1715,7 +1726,11 @@ async fn a_robot_for_a_missing_project_says_the_project_does_not_exist() {
 async fn audit_events(w: &World, query: &str) -> Vec<Value> {
     w.app.registry.audit.flush().await;
     let r = w
-        .admin_call(Method::GET, &format!("/api/v1/audit?{query}"), Body::empty())
+        .admin_call(
+            Method::GET,
+            &format!("/api/v1/audit?{query}"),
+            Body::empty(),
+        )
         .await;
     r.assert_status(StatusCode::OK);
     r.json()["events"]

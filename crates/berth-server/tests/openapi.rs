@@ -15,7 +15,8 @@ const METHODS: [&str; 8] = [
 ];
 
 /// The concrete forms the `/api/v1/repositories/{*path}` wildcard serves.
-const REPOSITORY_FORMS: [&str; 4] = [
+const REPOSITORY_FORMS: [&str; 5] = [
+    "/api/v1/repositories/{repository}",
     "/api/v1/repositories/{repository}/tags",
     "/api/v1/repositories/{repository}/tags/{tag}",
     "/api/v1/repositories/{repository}/artifacts",

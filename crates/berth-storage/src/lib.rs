@@ -32,6 +32,12 @@ pub enum StorageErrorKind {
     /// The storage service refused the credentials or the permission (S3 401/403): a
     /// configuration problem, not worth retrying.
     Unauthorized,
+    /// Out of space: the disk is full (ENOSPC), a quota is used up (EDQUOT, S3
+    /// `QuotaExceeded`, MinIO's 507). Writes fail until space is freed; reads still work.
+    Full,
+    /// The storage service is there but not serving: a 5xx, throttling (`SlowDown`), a refused
+    /// or reset connection. Worth retrying later.
+    Unavailable,
     Io,
 }
 
@@ -49,6 +55,14 @@ impl StorageError {
         let kind = match source.kind() {
             io::ErrorKind::NotFound => StorageErrorKind::NotFound,
             io::ErrorKind::TimedOut => StorageErrorKind::Timeout,
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StorageErrorKind::Full,
+            io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::NotConnected => StorageErrorKind::Unavailable,
+            _ if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) => {
+                StorageErrorKind::Full
+            }
             _ => StorageErrorKind::Io,
         };
         StorageError {
@@ -196,6 +210,12 @@ pub trait BlobStore: Send + Sync + 'static {
         _ttl: std::time::Duration,
     ) -> Result<Option<String>, StorageError> {
         Ok(None)
+    }
+
+    /// Memory one upload request may buffer at most while it streams into this store (the
+    /// budget `limits.upload_buffer_memory` is shared out in these).
+    fn upload_buffer_size(&self) -> u64 {
+        1 << 20
     }
 
     /// Removes a blob generation. Removing one that does not exist is not an error.

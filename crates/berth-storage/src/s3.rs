@@ -78,6 +78,12 @@ pub struct S3Config {
     pub allow_http: bool,
     /// PEM CA certificates to trust for the endpoint, beside the system's roots.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Retries of a failed request (a 5xx, a throttling answer, a lost connection) at most,
+    /// and for how long in all; then the caller gets the error (a client sees 503).
+    pub max_retries: usize,
+    pub retry_timeout: Duration,
+    /// One request waits this long for the service's answer (its headers) at most.
+    pub read_timeout: Duration,
 }
 
 impl S3Config {
@@ -95,6 +101,9 @@ impl S3Config {
             part_size: DEFAULT_PART_SIZE,
             allow_http: false,
             ca_file: None,
+            max_retries: 4,
+            retry_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -170,13 +179,50 @@ fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// What the S3 service answered, read from an error's chain of messages: object_store keeps
+/// the status and the S3 error document in them (its retry error type is not public).
+fn service_answer(e: &(dyn std::error::Error + 'static)) -> (Option<u16>, String) {
+    let mut text = String::new();
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        text.push_str(&err.to_string());
+        text.push('\n');
+        cur = err.source();
+    }
+    let status = text
+        .split("status code: ")
+        .nth(1)
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse::<u16>().ok());
+    (status, text)
+}
+
 fn kind_of(e: &object_store::Error) -> StorageErrorKind {
     match e {
         object_store::Error::NotFound { .. } => StorageErrorKind::NotFound,
         object_store::Error::PermissionDenied { .. }
         | object_store::Error::Unauthenticated { .. } => StorageErrorKind::Unauthorized,
         e if is_timeout(e) => StorageErrorKind::Timeout,
-        _ => StorageErrorKind::Io,
+        e => {
+            let (status, text) = service_answer(e);
+            // Out of space or quota: MinIO answers 507 (XMinioStorageFull), Ceph RGW and
+            // others 403 QuotaExceeded.
+            if status == Some(507)
+                || ["QuotaExceeded", "XMinioStorageFull", "StorageFull"]
+                    .iter()
+                    .any(|c| text.contains(c))
+            {
+                StorageErrorKind::Full
+            } else if status.is_some_and(|s| s >= 500)
+                || ["SlowDown", "ServiceUnavailable", "connection", "Connection"]
+                    .iter()
+                    .any(|c| text.contains(c))
+            {
+                StorageErrorKind::Unavailable
+            } else {
+                StorageErrorKind::Io
+            }
+        }
     }
 }
 
@@ -185,6 +231,8 @@ fn to_io(e: object_store::Error) -> io::Error {
         StorageErrorKind::NotFound => io::ErrorKind::NotFound,
         StorageErrorKind::Timeout => io::ErrorKind::TimedOut,
         StorageErrorKind::Unauthorized => io::ErrorKind::PermissionDenied,
+        StorageErrorKind::Full => io::ErrorKind::StorageFull,
+        StorageErrorKind::Unavailable => io::ErrorKind::ConnectionRefused,
         StorageErrorKind::Io => io::ErrorKind::Other,
     };
     io::Error::new(kind, e)
@@ -217,7 +265,7 @@ impl S3BlobStore {
         let mut client = ClientOptions::new()
             .with_timeout_disabled()
             .with_connect_timeout(Duration::from_secs(10))
-            .with_read_timeout(Duration::from_secs(120));
+            .with_read_timeout(cfg.read_timeout);
         if let Some(ca) = &cfg.ca_file {
             let pem = std::fs::read(ca)
                 .map_err(|e| config_err(format!("reading ca_file {}: {e}", ca.display())))?;
@@ -236,8 +284,8 @@ impl S3BlobStore {
         // object_store's default retries last up to three minutes; a client waiting on a push
         // or a node starting against a dead endpoint should hear about it sooner.
         let retry = object_store::RetryConfig {
-            max_retries: 4,
-            retry_timeout: Duration::from_secs(30),
+            max_retries: cfg.max_retries,
+            retry_timeout: cfg.retry_timeout,
             ..Default::default()
         };
         let mut b = AmazonS3Builder::from_env()
@@ -620,6 +668,11 @@ where
 
 #[async_trait]
 impl BlobStore for S3BlobStore {
+    /// A part being uploaded and the next being filled.
+    fn upload_buffer_size(&self) -> u64 {
+        2 * self.part_size as u64
+    }
+
     async fn create_upload(&self, id: &UploadId) -> Result<(), StorageError> {
         let path = self.upload_prefix(id).join(MARKER);
         self.store
@@ -940,6 +993,9 @@ pub(crate) fn test_store(part_size: usize) -> Option<S3BlobStore> {
         prefix: format!("test-{}/", uuid::Uuid::new_v4()),
         part_size,
         allow_http: true,
+        max_retries: 4,
+        retry_timeout: Duration::from_secs(30),
+        read_timeout: Duration::from_secs(120),
         ..S3Config::new(bucket)
     };
     Some(S3BlobStore::new(&cfg).expect("S3 test store"))
@@ -1011,6 +1067,27 @@ mod tests {
             source: boxed(io::Error::other("500")),
         };
         assert_eq!(kind_of(&other), StorageErrorKind::Io);
+        // What object_store's retry error says for a service answer (its type is private).
+        let answered = |text: &str| object_store::Error::Generic {
+            store: "S3",
+            source: boxed(io::Error::other(text.to_owned())),
+        };
+        let slow = answered(
+            "Error performing PUT http://s3/b/k in 2ms - Server returned non-2xx status code: \
+             503 Service Unavailable: <Error><Code>SlowDown</Code></Error>",
+        );
+        assert_eq!(kind_of(&slow), StorageErrorKind::Unavailable);
+        let failing = answered("Server returned non-2xx status code: 500 Internal Server Error: ");
+        assert_eq!(kind_of(&failing), StorageErrorKind::Unavailable);
+        let full = answered("Server returned non-2xx status code: 507 Insufficient Storage: ");
+        assert_eq!(kind_of(&full), StorageErrorKind::Full);
+        let quota = answered(
+            "Server returned non-2xx status code: 403 Forbidden: <Code>QuotaExceeded</Code>",
+        );
+        assert_eq!(kind_of(&quota), StorageErrorKind::Full);
+        assert_eq!(to_io(quota).kind(), io::ErrorKind::StorageFull);
+        let bad = answered("Server returned non-2xx status code: 400 Bad Request: ");
+        assert_eq!(kind_of(&bad), StorageErrorKind::Io);
     }
 
     #[test]

@@ -47,6 +47,13 @@ pub enum AdminCommand {
         #[command(subcommand)]
         cmd: ProjectCommand,
     },
+    /// Show and delete repositories (deleting needs the delete right in the project).
+    Repo {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        cmd: RepoCommand,
+    },
     /// Manage robot accounts: CI credentials limited to some projects and actions.
     Robot {
         #[command(flatten)]
@@ -129,6 +136,21 @@ pub enum UserCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum RepoCommand {
+    /// Show a repository's tags.
+    Show {
+        /// The repository, e.g. team/app.
+        name: String,
+    },
+    /// Delete a repository with everything in it: tags, manifests, blob links and uploads in
+    /// progress. Blobs nothing else uses are freed by the next garbage collection.
+    Delete {
+        /// The repository, e.g. team/app.
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum ProjectCommand {
     /// List the projects you may see.
     List,
@@ -153,7 +175,8 @@ pub enum ProjectCommand {
         #[arg(action = clap::ArgAction::Set, value_name = "true|false")]
         public: bool,
     },
-    /// Delete an empty project (registry admin).
+    /// Delete a project (registry admin) whose repositories hold nothing; empty repositories go
+    /// with it.
     Delete {
         /// The project to delete.
         name: String,
@@ -346,6 +369,7 @@ async fn dispatch(cmd: AdminCommand) -> anyhow::Result<()> {
             user(&client, cmd, new_password).await
         }
         AdminCommand::Project { conn, cmd } => project(&Client::new(&conn)?, cmd).await,
+        AdminCommand::Repo { conn, cmd } => repo(&Client::new(&conn)?, cmd).await,
         AdminCommand::Robot { conn, cmd } => robot(&Client::new(&conn)?, cmd).await,
         AdminCommand::Audit(args) => audit(&Client::new(&args.conn)?, &args).await,
     }
@@ -453,6 +477,39 @@ async fn set_disabled(c: &Client, name: &str, disabled: bool) -> anyhow::Result<
         let what = if disabled { "disabled" } else { "enabled" };
         format!("{what} user {name}\n")
     })?;
+    Ok(())
+}
+
+async fn repo(c: &Client, cmd: RepoCommand) -> anyhow::Result<()> {
+    // Repository names keep their slashes in the path.
+    let base = |name: &str| {
+        let parts: Vec<String> = name.split('/').map(pct).collect();
+        format!("/api/v1/repositories/{}", parts.join("/"))
+    };
+    match cmd {
+        RepoCommand::Show { name } => {
+            let v = c.get(&format!("{}/tags", base(&name))).await?;
+            c.show(&v, || {
+                let rows = items(&v)
+                    .iter()
+                    .map(|t| vec![text(t, "name"), text(t, "digest"), text(t, "updated_at")])
+                    .collect();
+                table(&["TAG", "DIGEST", "UPDATED"], rows, "no tags")
+            })?;
+        }
+        RepoCommand::Delete { name } => {
+            let v = c.send(Method::DELETE, &base(&name), None).await?;
+            c.show(&v, || {
+                format!(
+                    "deleted repository {name}: {} manifests, {} tags, {} blob links, {} uploads\n",
+                    text(&v, "manifests"),
+                    text(&v, "tags"),
+                    text(&v, "blob_links"),
+                    text(&v, "uploads")
+                )
+            })?;
+        }
+    }
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use berth_core::config::{Config, LogFormat, StorageBackend};
 use berth_meta::{MetaStore, PgOptions};
-use berth_server::Registry;
+use berth_server::{AdminBootstrap, Registry};
 use berth_storage::{BlobStore, FsBlobStore, S3BlobStore, S3Config};
 use clap::{Parser, Subcommand};
 
@@ -138,6 +138,13 @@ fn spawn_heap_trimmer() {
 
 fn main() -> ExitCode {
     tune_malloc();
+    // Everything Berth creates (the database, blobs, uploads) is for its own user only: the
+    // database holds the token signing keys. Group bits of existing files are left alone.
+    #[cfg(unix)]
+    // SAFETY: umask only sets this process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
@@ -236,8 +243,7 @@ fn maintenance(
 
 async fn open_stores(config: &Config) -> anyhow::Result<(MetaStore, Arc<dyn BlobStore>)> {
     let data_dir = &config.data_dir;
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    prepare_data_dir(data_dir)?;
     let meta = if config.database.is_postgres() {
         let db = &config.database;
         let opts = PgOptions {
@@ -279,6 +285,9 @@ async fn open_stores(config: &Config) -> anyhow::Result<(MetaStore, Arc<dyn Blob
                 part_size: c.part_size.as_u64() as usize,
                 allow_http: c.allow_http,
                 ca_file: c.ca_file.clone(),
+                max_retries: c.max_retries as usize,
+                retry_timeout: c.retry_timeout.0,
+                read_timeout: c.read_timeout.0,
             })
             .context("configuring the S3 blob store")?;
             // A clear error at start beats a 500 on the first push.
@@ -294,6 +303,77 @@ async fn open_stores(config: &Config) -> anyhow::Result<(MetaStore, Arc<dyn Blob
     Ok((meta, blobs))
 }
 
+/// Creates the data directory (0700) or takes away what other users may do in an existing one
+/// and its entries: an install from before this rule had a world-readable `berth.db`, which
+/// holds the token signing keys. Entries further down need no change, since others cannot pass
+/// the directory. Group bits stay (Kubernetes `fsGroup` volumes rely on them). Fails only when
+/// a mode cannot be changed.
+fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating data directory {}", dir.display()))?;
+        return Ok(());
+    }
+    let mut paths = vec![dir.to_path_buf()];
+    for entry in std::fs::read_dir(dir)
+        .with_context(|| format!("reading data directory {}", dir.display()))?
+    {
+        paths.push(entry?.path());
+    }
+    for path in paths {
+        let md = std::fs::symlink_metadata(&path)
+            .with_context(|| format!("reading the mode of {}", path.display()))?;
+        if md.file_type().is_symlink() {
+            continue;
+        }
+        let mode = md.permissions().mode() & 0o7777;
+        if mode & 0o007 != 0 {
+            let tightened = mode & !0o007;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(tightened))
+                .with_context(|| {
+                    format!(
+                        "{} is accessible to other users ({mode:o}) and its mode cannot be changed",
+                        path.display()
+                    )
+                })?;
+            tracing::warn!(
+                path = %path.display(),
+                "tightened the mode from {mode:o} to {tightened:o}: other users had access to \
+                 Berth's data"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Holds `<data_dir>/berth.lock` for as long as this server runs: a second `berth serve` on the
+/// same directory is refused (two servers would each run the job queue and keep their own
+/// caches of one SQLite file). `berth gc` and `berth scrub` take no lock and may run beside it.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("berth.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        anyhow::bail!(
+            "another berth serve is already using the data directory {} (it holds {}); run one \
+             server per data directory (berth gc and berth scrub may run beside it)",
+            dir.display(),
+            path.display()
+        );
+    }
+    Ok(file)
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = settings::load(args.config.as_deref())?;
     if let Some(listen) = args.listen {
@@ -306,15 +386,40 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.auth.enabled = false;
     }
     config.validate().map_err(anyhow::Error::msg)?;
+    let admin_password = std::env::var("BERTH_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty() && config.auth.enabled);
+    if let Some(p) = &admin_password {
+        berth_server::check_password_rules(p)
+            .map_err(|e| anyhow::anyhow!("BERTH_ADMIN_PASSWORD: {e}"))?;
+    }
+    let open_files = berth_server::connections::raise_open_files_limit();
     init_logging(&config);
+    if let Some((before, after)) = open_files
+        && after > before
+    {
+        tracing::info!(
+            before,
+            after,
+            "raised the open-files limit to the hard limit"
+        );
+    }
+    let embedded =
+        !config.database.is_postgres() || config.storage.backend == StorageBackend::Filesystem;
+    let _lock = if embedded {
+        prepare_data_dir(&config.data_dir)?;
+        Some(lock_data_dir(&config.data_dir)?)
+    } else {
+        None
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(run(config))
+    runtime.block_on(run(config, admin_password))
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, admin_password: Option<String>) -> anyhow::Result<()> {
     spawn_heap_trimmer();
     let data_dir = config.data_dir.clone();
     let (meta, blobs) = open_stores(&config).await?;
@@ -325,9 +430,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .context("starting the registry")?,
     );
     if config.auth.enabled {
-        let given = std::env::var("BERTH_ADMIN_PASSWORD").ok();
-        match registry.auth.bootstrap_admin(given.as_deref()).await {
-            Ok(Some(generated)) => {
+        match registry
+            .auth
+            .bootstrap_admin(admin_password.as_deref())
+            .await
+        {
+            Ok(AdminBootstrap::Created {
+                generated: Some(generated),
+            }) => {
                 // Shown once: only its hash is stored.
                 eprintln!(
                     "berth: created the first registry admin \"admin\" with the password {generated}\n\
@@ -337,7 +447,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
                     "created the first admin user with a generated password (printed on stderr)"
                 );
             }
-            Ok(None) => {}
+            Ok(AdminBootstrap::Created { generated: None }) => {
+                tracing::info!("created the first admin user with BERTH_ADMIN_PASSWORD");
+            }
+            Ok(AdminBootstrap::Exists {
+                given_differs: true,
+            }) => tracing::warn!(
+                "BERTH_ADMIN_PASSWORD is set but ignored: the registry has users already and it \
+                 is not the password of \"admin\"; it only seeds a new registry. Change the \
+                 admin's password with `berth user passwd admin`"
+            ),
+            Ok(AdminBootstrap::Exists { .. }) => {}
             Err(e) => return Err(anyhow::anyhow!("creating the first admin: {e}")),
         }
     } else {
@@ -368,6 +488,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         mirror_config.server.listen = config.proxy.mirror_listen.clone();
         let mirror_listener = berth_server::bind(&mirror_config).await?;
         let app = berth_server::mirror_router(registry.clone(), &config.proxy.mirror_project);
+        let connections = registry.connections.clone();
         let stopped = stop.clone();
         tracing::info!(
             addr = %config.proxy.mirror_listen,
@@ -379,6 +500,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 &mirror_config,
                 mirror_listener,
                 app,
+                connections,
                 stopped.cancelled_owned(),
             )
             .await
@@ -389,10 +511,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         shutdown_signal().await;
         on_signal.cancel();
     });
+    let connections = registry.connections.clone();
     berth_server::serve(
         &config,
         listener,
         berth_server::router(registry),
+        connections,
         stop.clone().cancelled_owned(),
     )
     .await?;

@@ -38,6 +38,10 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
             .prefix_separator("_")
             .separator("__")
             .try_parsing(true)
+            // Lists from the environment are comma-separated:
+            // BERTH_SERVER__TRUSTED_PROXIES=10.0.0.0/8,192.168.1.5
+            .list_separator(",")
+            .with_list_parse_key("server.trusted_proxies")
             .source(Some(env_overrides())),
     );
     let loaded: Config = builder

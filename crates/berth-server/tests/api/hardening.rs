@@ -123,7 +123,10 @@ async fn a_manifest_over_the_reference_limit_is_refused() {
     );
     // Three are fine.
     let ok = Image::oci_with("two layers", |m| {
-        m["layers"] = json!([descriptor(OCI_LAYER, &layers[0]), descriptor(OCI_LAYER, &layers[1])]);
+        m["layers"] = json!([
+            descriptor(OCI_LAYER, &layers[0]),
+            descriptor(OCI_LAYER, &layers[1])
+        ]);
     });
     app.push_blob("a", &ok.config).await;
     app.push_manifest("a", "ok", ok.media_type, &ok.manifest)
@@ -138,13 +141,14 @@ async fn uploads_beyond_the_buffer_memory_get_429() {
     let app = App::with_toml("[limits]\nupload_buffer_memory = \"1MiB\"\n").await;
     let first = app.start_upload("a").await;
     let (mut held, body) = HeldBody::new();
-    let in_flight = app.spawn(
-        req(Method::PATCH, &first)
-            .body(body)
-            .expect("a request"),
-    );
-    held.chunks.send(Bytes::from_static(b"first")).await.expect("sent");
-    (&mut held.reading).await.expect("the server reads the first body");
+    let in_flight = app.spawn(req(Method::PATCH, &first).body(body).expect("a request"));
+    held.chunks
+        .send(Bytes::from_static(b"first"))
+        .await
+        .expect("sent");
+    (&mut held.reading)
+        .await
+        .expect("the server reads the first body");
 
     let second = app.start_upload("a").await;
     let blob = data("second", 5000);
@@ -170,7 +174,9 @@ async fn uploads_beyond_the_buffer_memory_get_429() {
 async fn a_project_whose_repositories_are_empty_can_be_deleted() {
     let app = App::new().await;
     let session = app.start_upload("team/app").await;
-    app.delete(&session).await.assert_status(StatusCode::NO_CONTENT);
+    app.delete(&session)
+        .await
+        .assert_status(StatusCode::NO_CONTENT);
     let r = app.delete("/api/v1/projects/team").await;
     r.assert_status(StatusCode::NO_CONTENT);
     app.get("/api/v1/projects/team")
@@ -218,7 +224,10 @@ async fn repositories_per_project_are_bounded() {
     app.push_image("team/a", "v1", &Image::oci("a")).await;
     app.push_image("team/b", "v1", &Image::oci("b")).await;
     let r = app
-        .call(req(Method::POST, "/v2/team/c/blobs/uploads/"), Body::empty())
+        .call(
+            req(Method::POST, "/v2/team/c/blobs/uploads/"),
+            Body::empty(),
+        )
         .await;
     let err = r.assert_error(StatusCode::FORBIDDEN, "DENIED");
     assert!(
@@ -231,4 +240,106 @@ async fn repositories_per_project_are_bounded() {
     // Another project has its own budget; existing repositories keep working.
     app.push_image("other/c", "v1", &Image::oci("c")).await;
     app.push_image("team/a", "v2", &Image::oci("a2")).await;
+}
+
+/// The spec's tag parameters: a push by digest sets every `?tag=` in its transaction and
+/// confirms each with an `OCI-Tag` header; an invalid one refuses the whole push.
+#[tokio::test]
+async fn a_push_by_digest_sets_its_tag_parameters() {
+    let app = App::new().await;
+    let img = Image::oci("tag params");
+    for blob in img.blobs() {
+        app.push_blob("a", blob).await;
+    }
+    let d = img.digest();
+    let r = app
+        .put_manifest(
+            "a",
+            &format!("{d}?tag=1.2.3&tag=latest"),
+            img.media_type,
+            &img.manifest,
+        )
+        .await;
+    r.assert_status(StatusCode::CREATED);
+    let confirmed: Vec<&str> = r
+        .headers
+        .get_all("oci-tag")
+        .iter()
+        .map(|v| v.to_str().expect("ASCII"))
+        .collect();
+    assert_eq!(confirmed, ["1.2.3", "latest"]);
+    for t in ["1.2.3", "latest"] {
+        let r = app.head(&format!("/v2/a/manifests/{t}")).await;
+        r.assert_status(StatusCode::OK);
+        assert_eq!(r.header("docker-content-digest"), Some(d.as_str()));
+    }
+    let r = app
+        .put_manifest(
+            "a",
+            &format!("{d}?tag=ok&tag=no%20spaces"),
+            img.media_type,
+            &img.manifest,
+        )
+        .await;
+    r.assert_error(StatusCode::BAD_REQUEST, "TAG_INVALID");
+    app.head("/v2/a/manifests/ok")
+        .await
+        .assert_status(StatusCode::NOT_FOUND);
+}
+
+/// Sparse manifests are refused by default and accepted once the project takes them; the
+/// missing part is a 404, the present ones must still match their descriptors.
+#[tokio::test]
+async fn sparse_manifests_follow_the_project_setting() {
+    let app = App::new().await;
+    let present = Image::oci("present platform");
+    app.push_image("team/app", &present.digest(), &present)
+        .await;
+    let missing = Image::oci("missing platform");
+    let idx = index(
+        OCI_INDEX,
+        &[
+            present.descriptor(Some(("linux", "amd64"))),
+            missing.descriptor(Some(("linux", "arm64"))),
+        ],
+    );
+    app.put_manifest("team/app", "multi", OCI_INDEX, &idx)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "MANIFEST_UNKNOWN");
+
+    let r = app
+        .call(
+            req(Method::PATCH, "/api/v1/projects/team"),
+            r#"{"sparse_manifests": true}"#,
+        )
+        .await;
+    r.assert_status(StatusCode::OK);
+    assert_eq!(r.json()["sparse_manifests"], true);
+    let d = app
+        .push_manifest("team/app", "multi", OCI_INDEX, &idx)
+        .await;
+    app.get(&format!("/v2/team/app/manifests/{d}"))
+        .await
+        .assert_status(StatusCode::OK);
+    app.get(&format!("/v2/team/app/manifests/{}", missing.digest()))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN");
+    // A present child with a wrong size is still refused.
+    let mut wrong = present.descriptor(Some(("linux", "amd64")));
+    wrong["size"] = json!(1);
+    let bad = index(OCI_INDEX, &[wrong]);
+    app.put_manifest("team/app", "bad", OCI_INDEX, &bad)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "MANIFEST_INVALID");
+    // Back to the registry's default (off).
+    app.call(
+        req(Method::PATCH, "/api/v1/projects/team"),
+        r#"{"sparse_manifests": null}"#,
+    )
+    .await
+    .assert_status(StatusCode::OK);
+    let other = index(OCI_INDEX, &[missing.descriptor(None)]);
+    app.put_manifest("team/app", "again", OCI_INDEX, &other)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "MANIFEST_UNKNOWN");
 }

@@ -1,0 +1,307 @@
+//! Repositories: found or created by the write that needs one, inside that write's transaction
+//! (so a repository removed by garbage collection a moment before cannot leave the write
+//! pointing at a row that is gone), bounded per project (`limits.repositories_per_project`),
+//! deleted on request with everything in them, and collected once they hold nothing.
+
+use berth_core::RepoName;
+use sqlx::{AnyConnection, Row};
+
+use crate::{MetaError, MetaStore, Result, cache, gc, now_ms};
+
+/// A repository as a write names it: by id (known to exist, e.g. from an upload session) or by
+/// name (created if missing).
+#[derive(Debug, Clone)]
+pub enum RepoRef {
+    Id(i64),
+    Name(RepoName),
+}
+
+impl From<i64> for RepoRef {
+    fn from(id: i64) -> RepoRef {
+        RepoRef::Id(id)
+    }
+}
+
+impl From<&RepoName> for RepoRef {
+    fn from(name: &RepoName) -> RepoRef {
+        RepoRef::Name(name.clone())
+    }
+}
+
+/// What deleting a repository removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RepoDeletion {
+    pub manifests: u64,
+    pub tags: u64,
+    /// Blob links removed (the blobs themselves go with garbage collection if nothing else
+    /// uses them).
+    pub blobs: u64,
+    /// Upload sessions ended; their staged bytes are the caller's to delete.
+    pub uploads: Vec<String>,
+}
+
+/// What deleting a project found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProjectDeletion {
+    NotFound,
+    /// Repositories with content: delete them first.
+    HoldsRepositories(Vec<String>),
+    /// Deleted, with this many empty repositories.
+    Deleted {
+        empty_repositories: u64,
+    },
+}
+
+/// Rows deleted per transaction when a repository is deleted.
+const DELETE_BATCH: i64 = 500;
+
+/// The condition "holds nothing", for `repositories r`.
+const EMPTY: &str = "NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)
+      AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = r.id)
+      AND NOT EXISTS (SELECT 1 FROM repo_blobs b WHERE b.repo_id = r.id)
+      AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.repo_id = r.id)";
+
+/// The id of the repository a write names, creating it (and its project) by name when missing,
+/// within the caller's write transaction.
+pub(crate) async fn resolve(conn: &mut AnyConnection, repo: &RepoRef, limit: u64) -> Result<i64> {
+    let name = match repo {
+        RepoRef::Id(id) => return Ok(*id),
+        RepoRef::Name(n) => n,
+    };
+    let id: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1")
+        .bind(name.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    if let Some(id) = id {
+        return Ok(id);
+    }
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO projects (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name.project())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    let project: i64 = sqlx::query_scalar("SELECT id FROM projects WHERE name = $1")
+        .bind(name.project())
+        .fetch_one(&mut *conn)
+        .await?;
+    if limit > 0 {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM repositories WHERE project_id = $1")
+            .bind(project)
+            .fetch_one(&mut *conn)
+            .await?;
+        if n as u64 >= limit {
+            return Err(MetaError::RepositoryLimit {
+                project: name.project().to_owned(),
+                limit,
+            });
+        }
+    }
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO repositories (project_id, name, created_at) VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(project)
+    .bind(name.as_str())
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(id)
+}
+
+impl MetaStore {
+    /// Sets `limits.repositories_per_project` (0: no limit).
+    pub fn set_repository_limit(&self, limit: u64) {
+        self.repo_limit
+            .store(limit, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn repository_limit(&self) -> u64 {
+        self.repo_limit.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Removes repositories created before `before` that hold nothing (no manifest, tag, blob
+    /// link or upload session), at most `limit`; returns how many went. An upload POST creates
+    /// its repository, so abandoned uploads would otherwise leave empty ones behind.
+    pub async fn collect_empty_repositories(&self, before: i64, limit: u32) -> Result<u64> {
+        let candidates: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT id FROM repositories r WHERE created_at <= $1 AND {EMPTY} LIMIT $2"
+        )))
+        .bind(before)
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await?;
+        let mut removed = 0;
+        for id in candidates {
+            let mut tx = self.begin_write().await?;
+            // Checked again under the write lock: a push may have arrived since.
+            let gone = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM repositories WHERE id = $1 AND id IN (SELECT id FROM repositories r WHERE {EMPTY})"
+            )))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if gone > 0 {
+                self.cache.notify(&mut *tx, cache::NOTE_MANIFESTS).await?;
+            }
+            tx.commit().await?;
+            if gone > 0 {
+                self.cache.clear();
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Deletes a repository with everything in it: its tags, manifests (their blobs are queued
+    /// for garbage collection), blob links and upload sessions, in batches of short
+    /// transactions. `None` when there is no such repository.
+    pub async fn delete_repository(&self, name: &RepoName) -> Result<Option<RepoDeletion>> {
+        let Some(id) = self.repo_id(name).await? else {
+            return Ok(None);
+        };
+        let mut done = RepoDeletion::default();
+        // A push racing the deletion can add rows between batches; a few rounds catch it.
+        for _ in 0..100 {
+            let mut tx = self.begin_write().await?;
+            let now = now_ms();
+            let tags = sqlx::query(
+                "DELETE FROM tags WHERE repo_id = $1 AND name IN
+                   (SELECT name FROM tags WHERE repo_id = $1 LIMIT $2)",
+            )
+            .bind(id)
+            .bind(DELETE_BATCH)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let manifests: Vec<String> =
+                sqlx::query_scalar("SELECT digest FROM manifests WHERE repo_id = $1 LIMIT $2")
+                    .bind(id)
+                    .bind(DELETE_BATCH)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            for d in &manifests {
+                let blobs: Vec<String> = sqlx::query_scalar(
+                    "DELETE FROM manifest_refs WHERE repo_id = $1 AND manifest = $2 RETURNING blob",
+                )
+                .bind(id)
+                .bind(d)
+                .fetch_all(&mut *tx)
+                .await?;
+                for b in blobs {
+                    gc::enqueue_blob(&mut tx, &b, now).await?;
+                }
+                sqlx::query("DELETE FROM manifest_children WHERE repo_id = $1 AND parent = $2")
+                    .bind(id)
+                    .bind(d)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
+                    .bind(id)
+                    .bind(d)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let links: Vec<String> = sqlx::query_scalar(
+                "DELETE FROM repo_blobs WHERE repo_id = $1 AND digest IN
+                   (SELECT digest FROM repo_blobs WHERE repo_id = $1 LIMIT $2) RETURNING digest",
+            )
+            .bind(id)
+            .bind(DELETE_BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+            for b in &links {
+                gc::enqueue_blob(&mut tx, b, now).await?;
+            }
+            let uploads: Vec<String> = sqlx::query_scalar(
+                "DELETE FROM uploads WHERE repo_id = $1 AND id IN
+                   (SELECT id FROM uploads WHERE repo_id = $1 LIMIT $2) RETURNING id",
+            )
+            .bind(id)
+            .bind(DELETE_BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+            let finished =
+                tags == 0 && manifests.is_empty() && links.is_empty() && uploads.is_empty();
+            let removed = if finished {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM repositories WHERE id = $1 AND id IN (SELECT id FROM repositories r WHERE {EMPTY})"
+                )))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0
+            } else {
+                false
+            };
+            self.cache.notify(&mut *tx, cache::NOTE_MANIFESTS).await?;
+            tx.commit().await?;
+            self.cache.clear();
+            done.tags += tags;
+            done.manifests += manifests.len() as u64;
+            done.blobs += links.len() as u64;
+            done.uploads.extend(uploads);
+            if removed {
+                return Ok(Some(done));
+            }
+        }
+        Err(MetaError::Corrupt(format!(
+            "repository {name} kept receiving content while it was being deleted"
+        )))
+    }
+
+    /// Deletes a project with its members and robots' permissions on it, and its empty
+    /// repositories; refused while a repository holds anything.
+    pub async fn delete_project(&self, name: &str) -> Result<ProjectDeletion> {
+        let mut tx = self.begin_write().await?;
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM projects WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(id) = id else {
+            return Ok(ProjectDeletion::NotFound);
+        };
+        let full: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT name FROM repositories r WHERE project_id = $1 AND NOT ({EMPTY}) ORDER BY name LIMIT 20"
+        )))
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| r.get::<String, _>(0))
+        .collect();
+        if !full.is_empty() {
+            return Ok(ProjectDeletion::HoldsRepositories(full));
+        }
+        let empty = sqlx::query("DELETE FROM repositories WHERE project_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM members WHERE project_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        // A project created later under the same name must not inherit robots' rights.
+        sqlx::query("DELETE FROM robot_permissions WHERE project = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM projects WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if empty > 0 {
+            self.cache.notify(&mut *tx, cache::NOTE_MANIFESTS).await?;
+        }
+        tx.commit().await?;
+        self.cache.clear();
+        self.auth_changed();
+        Ok(ProjectDeletion::Deleted {
+            empty_repositories: empty,
+        })
+    }
+}
