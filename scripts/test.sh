@@ -12,7 +12,32 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n=== %s\n' "$*"; }
+# Each step prints its name as it starts; when the next one starts (and at the end, whether the
+# run passed or failed) its duration is printed, and the end prints every step's duration.
+STEP_NAME=""
+STEP_START=$SECONDS
+TIMINGS=()
+end_step() {
+  if [ -n "$STEP_NAME" ]; then
+    local took=$((SECONDS - STEP_START))
+    printf '=== %s: %dm%02ds\n' "$STEP_NAME" $((took / 60)) $((took % 60))
+    TIMINGS+=("$(printf '%4dm%02ds  %s' $((took / 60)) $((took % 60)) "$STEP_NAME")")
+  fi
+  STEP_NAME=""
+}
+step() {
+  end_step
+  STEP_NAME="$*"
+  STEP_START=$SECONDS
+  printf '\n=== %s\n' "$*"
+}
+summary() {
+  end_step
+  printf '\n=== step durations (total %dm%02ds)\n' $((SECONDS / 60)) $((SECONDS % 60))
+  printf '%s\n' "${TIMINGS[@]}"
+}
+
+trap summary EXIT
 
 step "installing test dependencies"
 scripts/install-test-deps.sh
@@ -24,7 +49,7 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "local S3 (moto) and PostgreSQL for the S3, PostgreSQL and scale-out tests"
-trap 'scripts/s3-test-server.sh --stop; scripts/pg-test-server.sh --stop' EXIT
+trap 'summary; scripts/s3-test-server.sh --stop; scripts/pg-test-server.sh --stop' EXIT
 S3_TEST_ENDPOINT=$(scripts/s3-test-server.sh)
 export S3_TEST_ENDPOINT
 echo "$S3_TEST_ENDPOINT"

@@ -151,7 +151,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, timeout: float = 30.0) -> None:
+def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+    """Waits until `url` answers; gives up at once when `proc` (the server) has exited."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -160,7 +161,7 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
         except urllib.error.HTTPError:
             return  # any HTTP answer (401 with auth on) means it is up
         except OSError:
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or (proc is not None and proc.poll() is not None):
                 raise
             time.sleep(0.1)
 
@@ -213,7 +214,7 @@ def start_berth(tmp: Path, extra_args: list[str] | None = None, env: dict | None
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(url + "/v2/")
+        wait_http(url + "/v2/", proc=proc)
     except OSError:
         proc.kill()
         raise RuntimeError(f"berth did not start; log:\n{log_path.read_text(errors='replace')}")
