@@ -399,6 +399,9 @@ pub enum PullAudit {
 pub struct AuditConfig {
     /// Whether manifest pulls are recorded: "batched" or "off".
     pub pulls: PullAudit,
+    /// Pulls of one artifact by one caller from one address within this time are one row
+    /// (with their count), written when the time is over.
+    pub pull_bucket: HumanDuration,
     /// Events older than this are removed. 0 keeps everything.
     pub retention: HumanDuration,
 }
@@ -407,6 +410,7 @@ impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
             pulls: PullAudit::Batched,
+            pull_bucket: HumanDuration(Duration::from_secs(60)),
             retention: HumanDuration(Duration::from_secs(90 * 24 * 3600)),
         }
     }
@@ -852,6 +856,9 @@ impl Config {
         }
         if !self.auth.ldap.url.is_empty() && self.auth.ldap.user_base_dn.is_empty() {
             return Err("auth.ldap.user_base_dn must be set when auth.ldap.url is".into());
+        }
+        if self.audit.pull_bucket.0 < Duration::from_secs(1) {
+            return Err("audit.pull_bucket must be at least 1s".into());
         }
         if self.uploads.purge_after.0.is_zero() {
             return Err("uploads.purge_after must be greater than zero".into());

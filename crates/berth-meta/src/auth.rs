@@ -758,18 +758,13 @@ impl MetaStore {
 
     /// Removes events older than `before`, at most `limit` of them; returns how many.
     pub async fn prune_audit(&self, before: i64, limit: u32) -> Result<u64> {
-        let mut tx = self.begin_write().await?;
-        let n = sqlx::query(
+        self.write_batch(
             "DELETE FROM audit_events WHERE id IN
                (SELECT id FROM audit_events WHERE at < $1 ORDER BY id LIMIT $2)",
+            before,
+            limit,
         )
-        .bind(before)
-        .bind(limit as i64)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(n)
+        .await
     }
 
     // ---- listings for the admin API ----

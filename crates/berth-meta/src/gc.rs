@@ -359,18 +359,13 @@ impl MetaStore {
     /// items an earlier run deferred are reviewed under the shorter grace; the review then sets
     /// each item's time again from its data, so nothing is lost by bringing it forward.
     pub async fn bring_reviews_forward(&self, now: i64, limit: u32) -> Result<u64> {
-        let mut tx = self.begin_write().await?;
-        let n = sqlx::query(
+        self.write_batch(
             "UPDATE gc_review SET review_after = $1 WHERE review_after > $1 AND (kind, key) IN
                (SELECT kind, key FROM gc_review WHERE review_after > $1 LIMIT $2)",
+            now,
+            limit,
         )
-        .bind(now)
-        .bind(limit as i64)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(n)
+        .await
     }
 
     /// Queues every blob and every manifest for review: the occasional full audit.

@@ -571,6 +571,20 @@ impl MetaStore {
         begin_on(&self.write, self.dialect).await
     }
 
+    /// Runs one statement of a batched maintenance loop (`$1`: a time, `$2`: the batch size)
+    /// in a write transaction of its own and returns the rows it changed.
+    pub(crate) async fn write_batch(&self, sql: &'static str, at: i64, limit: u32) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(sql)
+            .bind(at)
+            .bind(limit as i64)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
     pub async fn close(&self) {
         self.read.close().await;
         self.write.close().await;

@@ -4,8 +4,9 @@
 //!
 //! Pull events are offered with `try_send` and dropped (and counted) when the channel is full;
 //! every other event waits for room, so pushes, deletes, logins and admin changes are never
-//! dropped. Pulls are aggregated: one row per caller, source address, artifact and minute
-//! ([`PULL_BUCKET`]), with the number of pulls it stands for, written when its minute is over.
+//! dropped. Pulls are aggregated: one row per caller, source address, artifact and
+//! `audit.pull_bucket` (a minute), with the number of pulls it stands for, written when its
+//! bucket is over.
 //! A benchmark pulling one image 170,000 times in five minutes writes five rows, not 170,000.
 //! A crash can lose the last second's batch and the current minute's pull counts. The same task
 //! removes events older than the retention once an hour.
@@ -26,8 +27,6 @@ const CAPACITY: usize = 10_000;
 const BATCH: usize = 500;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-/// Pulls of one artifact by one caller from one address within this time are one row.
-pub const PULL_BUCKET: Duration = Duration::from_secs(60);
 /// Distinct pull rows held at most before they are written early.
 const MAX_PULL_ROWS: usize = 50_000;
 
@@ -70,7 +69,13 @@ impl Auditor {
     pub fn start(meta: MetaStore, config: &AuditConfig) -> Auditor {
         let (tx, rx) = mpsc::channel(CAPACITY);
         let written = Arc::new(AtomicU64::new(0));
-        tokio::spawn(writer(meta, rx, config.retention.0, written.clone()));
+        tokio::spawn(writer(
+            meta,
+            rx,
+            config.retention.0,
+            config.pull_bucket.0,
+            written.clone(),
+        ));
         Auditor {
             tx,
             pulls: config.pulls,
@@ -147,13 +152,14 @@ async fn writer(
     meta: MetaStore,
     mut rx: mpsc::Receiver<Msg>,
     retention: Duration,
+    pull_bucket: Duration,
     written: Arc<AtomicU64>,
 ) {
     let mut batch: Vec<AuditEvent> = Vec::with_capacity(BATCH);
     let mut pulls: HashMap<PullKey, AuditEvent> = HashMap::new();
     let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
     let mut last_prune: Option<tokio::time::Instant> = None;
-    let bucket_ms = PULL_BUCKET.as_millis() as i64;
+    let bucket_ms = (pull_bucket.as_millis() as i64).max(1);
     loop {
         // Wake at least once a second while pull counts wait for their minute to end.
         let (first, closed) = if pulls.is_empty() {

@@ -67,6 +67,14 @@ fn oci_response(err: &OciError) -> Response {
     resp
 }
 
+/// The answer to a fault that is the server's own: the details are in the log only.
+fn internal_error() -> Response {
+    oci_response(&OciError::new(
+        ErrorCode::Internal,
+        "internal server error; see the server log",
+    ))
+}
+
 /// How long a client is asked to wait before retrying when a store is unavailable and did not
 /// say.
 const RETRY_AFTER_SECS: u64 = 2;
@@ -122,10 +130,7 @@ fn server_fault(e: &ApiError) -> Response {
             }
             StorageErrorKind::NotFound => {
                 tracing::error!(error = %s, "request failed");
-                oci_response(&OciError::new(
-                    ErrorCode::Internal,
-                    "internal server error; see the server log",
-                ))
+                internal_error()
             }
         },
         ApiError::Meta(m) => match m.condition() {
@@ -147,18 +152,12 @@ fn server_fault(e: &ApiError) -> Response {
             }
             DbCondition::Other => {
                 tracing::error!(error = %m, "request failed");
-                oci_response(&OciError::new(
-                    ErrorCode::Internal,
-                    "internal server error; see the server log",
-                ))
+                internal_error()
             }
         },
         other => {
             tracing::error!(error = %other, "request failed");
-            oci_response(&OciError::new(
-                ErrorCode::Internal,
-                "internal server error; see the server log",
-            ))
+            internal_error()
         }
     };
     resp.extensions_mut().insert(FailureCause(e.to_string()));

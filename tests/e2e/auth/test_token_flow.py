@@ -75,7 +75,9 @@ def start_authenticated(tmp, **env):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    reg = start_authenticated(tmp_path_factory.mktemp("auth"))
+    # Pull events are one row per caller, artifact and audit.pull_bucket, written when it is
+    # over: a short bucket lets test_audit_log see the pull within seconds.
+    reg = start_authenticated(tmp_path_factory.mktemp("auth"), BERTH_AUDIT__PULL_BUCKET="1s")
     try:
         admin = Admin(reg.url, reg.creds)
         admin.create_project("p1")
