@@ -106,9 +106,12 @@ for t in "${targets[@]}"; do
   summary+=("run $t: $(since "$secs")$([ "$rc" -eq 0 ] || echo ", FAILED")")
   if [ "$rc" -ne 0 ]; then
     failed+=("$t")
-    step "$t failed: the end of its log"
-    # The panic and libFuzzer's report, without the progress lines and stack frames.
-    grep -v -E '^(#[0-9]+\s+(NEW|REDUCE|pulse|INITED)|\s+#[0-9]+ 0x|\s+[0-9]+: |\s+at )' "$scratch/$t.log" | tail -n 60
+    step "$t failed"
+    # The panic (or sanitizer report), then where libFuzzer put the input.
+    grep -v -E '^\s+(#[0-9]+ 0x|[0-9]+: |at )' "$scratch/$t.log" |
+      grep -m1 -A30 -E 'panicked at|ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)' || true
+    echo "..."
+    grep -E 'Test unit written|^Base64|^Error:' "$scratch/$t.log" || true
   fi
 done
 summary+=("runs: $(since $((SECONDS - t_runs)))" "total: $(since $((SECONDS - started)))")
