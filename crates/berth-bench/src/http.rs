@@ -7,7 +7,8 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::future::Future as _;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,14 +25,22 @@ use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use sha2::{Digest as _, Sha256};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 
-/// A request body: a list of shared buffers, sent in order, with an exact length.
+/// A request body: a list of shared buffers, sent in order, with an exact length; at once, or
+/// one buffer per interval ([`ReqBody::paced`]).
 #[derive(Default)]
 pub struct ReqBody {
     chunks: VecDeque<Bytes>,
     remaining: u64,
+    pace: Option<Pace>,
+}
+
+/// A slow sender: one buffer every `every`, the first at once.
+struct Pace {
+    every: Duration,
+    next: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl ReqBody {
@@ -42,7 +51,19 @@ impl ReqBody {
     pub fn from_chunks(chunks: impl IntoIterator<Item = Bytes>) -> Self {
         let chunks: VecDeque<Bytes> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
         let remaining = chunks.iter().map(|c| c.len() as u64).sum();
-        Self { chunks, remaining }
+        Self {
+            chunks,
+            remaining,
+            pace: None,
+        }
+    }
+
+    /// A body that sends one of `chunks` every `every` (the first at once): a slow client.
+    pub fn paced(chunks: impl IntoIterator<Item = Bytes>, every: Duration) -> Self {
+        Self {
+            pace: Some(Pace { every, next: None }),
+            ..Self::from_chunks(chunks)
+        }
     }
 
     pub fn full(b: Bytes) -> Self {
@@ -60,9 +81,19 @@ impl Body for ReqBody {
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
+        if let Some(pace) = &mut this.pace
+            && !this.chunks.is_empty()
+        {
+            if let Some(next) = &mut pace.next
+                && next.as_mut().poll(cx).is_pending()
+            {
+                return Poll::Pending;
+            }
+            pace.next = Some(Box::pin(tokio::time::sleep(pace.every)));
+        }
         Poll::Ready(this.chunks.pop_front().map(|b| {
             this.remaining -= b.len() as u64;
             Ok(Frame::data(b))
@@ -126,6 +157,24 @@ impl Endpoint {
     }
 }
 
+/// A TCP connection to `addr`, from `source` when given (any 127.x.y.z works on Linux without
+/// configuration: the benchmark uses many to play many client hosts).
+pub async fn connect_from(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    match source {
+        None => TcpStream::connect(addr).await,
+        Some(ip) => {
+            assert!(ip.is_loopback(), "the benchmark only talks from loopback");
+            let sock = if ip.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            sock.bind(SocketAddr::new(ip, 0))?;
+            sock.connect(addr).await
+        }
+    }
+}
+
 /// A response whose body was read whole (small responses only).
 pub struct Resp {
     pub status: u16,
@@ -160,6 +209,10 @@ pub struct Conn {
     pub timeout: Duration,
     /// Connections opened (the first one included).
     pub dials: u64,
+    /// The local address connections are made from (default: the system's choice).
+    source: Option<IpAddr>,
+    /// Headers sent with every request (credentials).
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Conn {
@@ -169,6 +222,8 @@ impl Conn {
             sender: None,
             timeout: Duration::from_secs(60),
             dials: 0,
+            source: None,
+            headers: Vec::new(),
         }
     }
 
@@ -177,11 +232,27 @@ impl Conn {
         self
     }
 
+    /// Connections from this loopback address.
+    pub fn with_source(mut self, ip: IpAddr) -> Self {
+        self.source = Some(ip);
+        self
+    }
+
+    /// A header sent with every request (e.g. `authorization`).
+    pub fn with_header(mut self, name: &'static str, value: &str) -> anyhow::Result<Self> {
+        self.headers
+            .push((HeaderName::from_static(name), HeaderValue::from_str(value)?));
+        Ok(self)
+    }
+
     async fn dial(&mut self) -> anyhow::Result<()> {
-        let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(self.ep.addr))
-            .await
-            .map_err(|_| anyhow!("connecting to {} timed out", self.ep.addr))?
-            .with_context(|| format!("connecting to {}", self.ep.addr))?;
+        let tcp = tokio::time::timeout(
+            Duration::from_secs(10),
+            connect_from(self.ep.addr, self.source),
+        )
+        .await
+        .map_err(|_| anyhow!("connecting to {} timed out", self.ep.addr))?
+        .with_context(|| format!("connecting to {}", self.ep.addr))?;
         tcp.set_nodelay(true)?;
         self.dials += 1;
         let sender = match &self.ep.tls {
@@ -247,6 +318,9 @@ impl Conn {
             let b = body.take().unwrap_or_default();
             if method != Method::GET && method != Method::HEAD {
                 builder = builder.header(hyper::header::CONTENT_LENGTH, b.len());
+            }
+            for (k, v) in &self.headers {
+                builder = builder.header(k, v);
             }
             for (k, v) in headers {
                 builder = builder.header(HeaderName::from_bytes(k.as_bytes())?, *v);

@@ -7,6 +7,7 @@
 
 mod data;
 mod http;
+mod limits;
 mod ops;
 mod refserver;
 mod report;
@@ -25,7 +26,8 @@ use clap::Parser;
 /// with zero grace periods for the GC measurement), Distribution and nginx on free loopback
 /// ports in temporary directories, drives them with the Distribution HTTP API, and prints a
 /// table: each figure is the median of the interleaved runs (peak RSS: the maximum). The JSON
-/// file holds every run's figure.
+/// file holds every run's figure. The `limits` scenario starts berths of its own and loads
+/// them with silent connections, slowloris, upload sessions and a wrong-password flood.
 ///
 /// Targets are printed beside the figures, never asserted. The exit status is 1 when the
 /// benchmark could not run or when any request failed (wrong status, size or digest).
@@ -58,7 +60,7 @@ pub struct Cli {
     #[arg(long)]
     pub runs: Option<usize>,
     /// Only these scenarios (comma-separated): push, pull, small, manifests, tags, mixed, gc,
-    /// startup.
+    /// startup, limits.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Where the JSON results go.

@@ -247,8 +247,31 @@ fn wants(cli: &Cli, scenario: &str) -> bool {
     cli.only.is_empty() || cli.only.iter().any(|s| s == scenario)
 }
 
+/// The scenarios that measure the registries started together at the beginning (berth,
+/// Distribution, nginx, berth over TLS); `limits` starts its own.
+const SHARED_SCENARIOS: [&str; 8] = [
+    "push",
+    "pull",
+    "small",
+    "manifests",
+    "tags",
+    "mixed",
+    "gc",
+    "startup",
+];
+
+/// Whether any scenario that needs the shared servers (and the large test data) is wanted.
+fn wants_shared(cli: &Cli) -> bool {
+    SHARED_SCENARIOS.iter().any(|s| wants(cli, s))
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let plan = Plan::new(cli.quick, cli.runs);
+    let mut plan = Plan::new(cli.quick, cli.runs);
+    let shared = wants_shared(&cli);
+    if !shared {
+        // Only `limits`: a few small blobs, no large pushes.
+        plan.disk_needed_gib = 1.0;
+    }
     let work = cli
         .work_dir
         .join(format!("run-{}", std::process::id()))
@@ -278,7 +301,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
-    let pool_len = plan.big.max(plan.mixed_sizes[2]) + (1 << 20);
+    let pool_len = if shared {
+        plan.big.max(plan.mixed_sizes[2]) + (1 << 20)
+    } else {
+        1 << 20
+    };
     let pool = tokio::task::spawn_blocking(move || random_pool(pool_len, nonce)).await?;
     let counter = Arc::new(AtomicU64::new(0));
     let mk = |off: usize, size: usize| BlobMaker::new(&pool, off, size, nonce, counter.clone());
@@ -379,13 +406,15 @@ impl CanonicalizeOrCreate for PathBuf {
 }
 
 async fn run_all(ctx: &mut Ctx) -> anyhow::Result<()> {
-    start_servers(ctx).await?;
-    let big = ctx.maker(0, ctx.plan.big);
-    ctx.big_maker = Some(big);
-    probe(ctx).await?;
+    if wants_shared(&ctx.cli) {
+        start_servers(ctx).await?;
+        let big = ctx.maker(0, ctx.plan.big);
+        ctx.big_maker = Some(big);
+        probe(ctx).await?;
+    }
     type Step =
         for<'a> fn(&'a mut Ctx) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>;
-    let steps: [(&str, Step); 8] = [
+    let steps: [(&str, Step); 9] = [
         ("push", |c| Box::pin(push(c))),
         ("pull", |c| Box::pin(pull(c))),
         ("small", |c| Box::pin(small(c))),
@@ -394,6 +423,7 @@ async fn run_all(ctx: &mut Ctx) -> anyhow::Result<()> {
         ("mixed", |c| Box::pin(mixed(c))),
         ("gc", |c| Box::pin(gc(c))),
         ("startup", |c| Box::pin(startup(c))),
+        ("limits", |c| Box::pin(limits(c))),
     ];
     for (name, step) in steps {
         if !wants(&ctx.cli, name) {
@@ -1691,6 +1721,36 @@ async fn startup(ctx: &mut Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The limits scenario (limits.rs), on berths it starts itself.
+async fn limits(ctx: &mut Ctx) -> anyhow::Result<()> {
+    if ctx.cli.berth_url.is_some() {
+        ctx.m.note(
+            "limits: skipped (it starts berths of its own, with lowered limits: give --berth)",
+        );
+        return Ok(());
+    }
+    let berth = ctx.cli.berth.canonicalize().with_context(|| {
+        format!(
+            "berth binary {} (build it: cargo build --release -p berth)",
+            ctx.cli.berth.display()
+        )
+    })?;
+    let distribution = (!ctx.cli.no_distribution
+        && ctx.cli.distribution_url.is_none()
+        && ctx.cli.distribution.exists())
+    .then_some(ctx.cli.distribution.as_path());
+    let env = crate::limits::Env {
+        berth: &berth,
+        distribution,
+        work: ctx.work.join("limits"),
+        quick: ctx.plan.quick,
+        config: ctx.config.clone(),
+        layer: ctx.layer.clone(),
+        nonce: ctx.nonce,
+    };
+    crate::limits::run(&env, &mut ctx.m).await
+}
+
 fn write_json(ctx: &Ctx, rows: &[Row]) -> anyhow::Result<()> {
     let raw: serde_json::Map<String, serde_json::Value> = ctx
         .m
@@ -1725,6 +1785,7 @@ fn write_json(ctx: &Ctx, rows: &[Row]) -> anyhow::Result<()> {
         "tool": "berth-bench",
         "version": env!("CARGO_PKG_VERSION"),
         "plan": ctx.plan.json(),
+        "limits_plan": crate::limits::Plan::new(ctx.plan.quick).json(),
         "machine": {
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "cpu": cpu,
@@ -2362,6 +2423,16 @@ fn rows(ctx: &Ctx) -> Vec<Row> {
             target,
             met,
         );
+    }
+    rows.extend(crate::limits::rows(m, p.quick, judge));
+    if !ctx.cli.only.is_empty() {
+        // The scenarios left out have no figures: leave their rows out too.
+        rows.retain(|r| {
+            !matches!(
+                (&r.berth, &r.dist, &r.reference),
+                (Cell::None, Cell::None, Cell::None)
+            )
+        });
     }
     rows
 }

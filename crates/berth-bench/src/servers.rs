@@ -43,6 +43,12 @@ pub fn mem_of(pid: u32) -> Option<Mem> {
     })
 }
 
+/// Open file descriptors of a process: the entries of /proc/<pid>/fd.
+pub fn fds_of(pid: u32) -> Option<u64> {
+    let dir = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(dir.count() as u64)
+}
+
 /// A server process and how to start it again.
 pub struct Server {
     pub name: String,
@@ -226,6 +232,11 @@ impl Server {
         mem_of(self.pid()?)
     }
 
+    /// Where the process's stdout and stderr go.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     /// Resets the process's peak RSS (VmHWM) to its current RSS, so the next reading is the
     /// peak of what happens from now on.
     pub fn reset_peak(&self) {
@@ -253,20 +264,20 @@ pub fn tail(path: &Path) -> String {
 
 /// Environment that keeps berth's background jobs and request logs quiet, so that only the
 /// measured work runs (Distribution runs at log level error likewise). Authentication is off,
-/// as it is in the Distribution it is compared with (equivalent settings).
+/// as it is in the Distribution it is compared with (equivalent settings). `extra` comes last
+/// and overrides any of these (the last value of a variable wins).
 pub fn berth_env(extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = [
+    [
         ("BERTH_AUTH__ENABLED", "false"),
         ("BERTH_GC__SCHEDULE", ""),
         ("BERTH_SCRUB__SCHEDULE", ""),
         ("BERTH_LOG__LEVEL", "error"),
+        ("RUST_LOG", "error"),
     ]
     .iter()
     .chain(extra)
     .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    env.push(("RUST_LOG".into(), "error".into()));
-    env
+    .collect()
 }
 
 pub fn berth(
