@@ -37,18 +37,21 @@ enum Bytes<'a> {
     Keep,
 }
 
-/// Options of one run.
-#[derive(Debug, Clone, Default)]
+/// Options of one run (a GC job's payload).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct GcOptions {
     pub dry_run: bool,
     /// Queue every blob and manifest first: the occasional full audit.
     pub full: bool,
-    /// Overrides `gc.grace_period`.
+    /// Overrides `gc.grace_period`, in milliseconds.
+    #[serde(rename = "grace_period_ms", with = "crate::millis")]
     pub grace_period: Option<Duration>,
 }
 
 /// What a run did (or, in a dry run, would do).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct GcReport {
     pub dry_run: bool,
     pub started_at: i64,

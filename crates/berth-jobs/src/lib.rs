@@ -1,10 +1,18 @@
 //! Durable jobs and what runs them: garbage collection, upload purging and scrub. A node's
 //! [`JobRunner`] fires due schedules, claims queued jobs (or jobs whose worker died), runs
 //! them with a heartbeat, and records their reports in the jobs table, where the API and the
-//! CLI read them.
+//! CLI read them as types ([`JobReport`]).
+//!
+//! Every kind of job is a [`JobKind`] with a typed request (what to do) and a typed report
+//! (what was done); the jobs table stores both as JSON. Long-running background work
+//! implements [`Worker`] (a name, a status, one unit of work, a stop signal) and runs with
+//! [`run_worker`]; the job runner is one.
 
 pub mod gc;
 pub mod scrub;
+mod worker;
+
+pub use worker::{Tick, Worker, WorkerStatus, run_worker};
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -23,27 +31,158 @@ pub use scrub::{ScrubReport, run_scrub};
 // heartbeats three times per lease, and an idle runner looks for due schedules and jobs every
 // `jobs.poll_interval`.
 
-pub const KIND_GC: &str = "gc";
-pub const KIND_SCRUB: &str = "scrub";
+/// Why a job (or scheduling one) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Meta(#[from] berth_meta::MetaError),
+    #[error("the job's request does not parse: {0}")]
+    Request(String),
+    #[error("unknown job kind {0:?}")]
+    UnknownKind(String),
+    #[error("{0}")]
+    Schedule(String),
+}
+
+/// The kinds of job, as the jobs table names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    Gc,
+    Scrub,
+}
+
+impl JobKind {
+    pub const ALL: [JobKind; 2] = [JobKind::Gc, JobKind::Scrub];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Gc => "gc",
+            JobKind::Scrub => "scrub",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<JobKind, JobError> {
+        JobKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| JobError::UnknownKind(s.to_owned()))
+    }
+}
+
+/// What a job is asked to do: its kind and its options (the jobs table's `payload`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobRequest {
+    Gc(GcOptions),
+    Scrub(ScrubOptions),
+}
+
+/// Options of a scrub.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ScrubOptions {
+    /// Overrides `gc.grace_period` for orphaned bytes, in milliseconds.
+    #[serde(default, rename = "grace_period_ms", with = "millis")]
+    pub grace_period: Option<Duration>,
+}
+
+impl JobRequest {
+    pub fn kind(&self) -> JobKind {
+        match self {
+            JobRequest::Gc(_) => JobKind::Gc,
+            JobRequest::Scrub(_) => JobKind::Scrub,
+        }
+    }
+
+    /// The payload stored with the job.
+    pub fn payload(&self) -> serde_json::Value {
+        match self {
+            JobRequest::Gc(o) => serde_json::to_value(o),
+            JobRequest::Scrub(o) => serde_json::to_value(o),
+        }
+        .expect("job options serialize")
+    }
+
+    /// The request of a stored job.
+    pub fn from_stored(kind: &str, payload: &serde_json::Value) -> Result<JobRequest, JobError> {
+        let bad = |e: serde_json::Error| JobError::Request(e.to_string());
+        Ok(match JobKind::parse(kind)? {
+            JobKind::Gc => JobRequest::Gc(serde_json::from_value(payload.clone()).map_err(bad)?),
+            JobKind::Scrub => {
+                JobRequest::Scrub(serde_json::from_value(payload.clone()).map_err(bad)?)
+            }
+        })
+    }
+}
+
+/// What a job did (the jobs table's `result`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+pub enum JobReport {
+    Gc(GcReport),
+    Scrub(ScrubReport),
+}
+
+impl JobReport {
+    /// The report of a finished job, read back; None when it has none or it does not parse.
+    pub fn from_stored(kind: &str, result: Option<&serde_json::Value>) -> Option<JobReport> {
+        let r = result?.clone();
+        match JobKind::parse(kind).ok()? {
+            JobKind::Gc => serde_json::from_value(r).ok().map(JobReport::Gc),
+            JobKind::Scrub => serde_json::from_value(r).ok().map(JobReport::Scrub),
+        }
+    }
+}
+
+/// Durations in job payloads are whole milliseconds.
+pub(crate) mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
 
 /// The next occurrence of a cron expression (UTC) after `after_ms`.
-pub fn next_run(cron: &str, after_ms: i64) -> Result<i64, String> {
+pub fn next_run(cron: &str, after_ms: i64) -> Result<i64, JobError> {
     let cron = croner::Cron::from_str(cron)
-        .map_err(|e| format!("invalid cron expression {cron:?}: {e}"))?;
-    let after = chrono::DateTime::from_timestamp_millis(after_ms).ok_or("time out of range")?;
+        .map_err(|e| JobError::Schedule(format!("invalid cron expression {cron:?}: {e}")))?;
+    let after = chrono::DateTime::from_timestamp_millis(after_ms)
+        .ok_or_else(|| JobError::Schedule("time out of range".into()))?;
     cron.find_next_occurrence(&after, false)
         .map(|t| t.timestamp_millis())
-        .map_err(|e| format!("cron expression has no next occurrence: {e}"))
+        .map_err(|e| JobError::Schedule(format!("cron expression has no next occurrence: {e}")))
+}
+
+/// The schedules a configuration asks for: (name, request, cron).
+fn schedules(config: &Config) -> [(&'static str, JobRequest, &str); 2] {
+    [
+        (
+            "gc",
+            JobRequest::Gc(GcOptions::default()),
+            config.gc.schedule.as_str(),
+        ),
+        (
+            "scrub",
+            JobRequest::Scrub(ScrubOptions::default()),
+            config.scrub.schedule.as_str(),
+        ),
+    ]
 }
 
 /// Checks the schedules of a configuration.
-pub fn validate_schedules(config: &Config) -> Result<(), String> {
-    for (key, cron) in [
-        ("gc.schedule", &config.gc.schedule),
-        ("scrub.schedule", &config.scrub.schedule),
-    ] {
+pub fn validate_schedules(config: &Config) -> Result<(), JobError> {
+    for (name, _, cron) in schedules(config) {
         if !cron.trim().is_empty() {
-            next_run(cron, now_ms()).map_err(|e| format!("{key}: {e}"))?;
+            next_run(cron, now_ms())
+                .map_err(|e| JobError::Schedule(format!("{name}.schedule: {e}")))?;
         }
     }
     Ok(())
@@ -111,22 +250,21 @@ impl JobRunner {
         self.config.jobs.lease.0
     }
 
-    async fn install_schedules(&self) -> Result<(), String> {
-        for (name, kind, cron) in [
-            ("gc", KIND_GC, &self.config.gc.schedule),
-            ("scrub", KIND_SCRUB, &self.config.scrub.schedule),
-        ] {
-            let result = if cron.trim().is_empty() {
-                self.meta.delete_schedule(name).await
+    async fn install_schedules(&self) -> Result<(), JobError> {
+        for (name, request, cron) in schedules(&self.config) {
+            if cron.trim().is_empty() {
+                self.meta.delete_schedule(name).await?;
             } else {
                 let next = next_run(cron, now_ms())?;
-                self.meta.upsert_schedule(name, kind, cron, next).await
-            };
-            result.map_err(|e| e.to_string())?;
+                self.meta
+                    .upsert_schedule(name, request.kind().as_str(), cron, next)
+                    .await?;
+            }
         }
         Ok(())
     }
 
+    /// Runs jobs until `cancel` (the runner as a [`Worker`]).
     pub async fn run(self, cancel: CancellationToken) {
         if let Err(e) = self.install_schedules().await {
             tracing::error!(error = %e, "job schedules not installed");
@@ -143,50 +281,14 @@ impl JobRunner {
             Ok(n) => tracing::warn!(jobs = n, "taking over jobs of a worker that died"),
             Err(e) => tracing::warn!(error = %e, "could not check for jobs of dead workers"),
         }
-        while !cancel.is_cancelled() {
-            if let Err(e) = self.fire_schedules().await {
-                tracing::warn!(error = %e, "firing schedules failed");
-            }
-            loop {
-                match self
-                    .meta
-                    .claim_job(&self.owner, self.lease().as_millis() as i64)
-                    .await
-                {
-                    Ok(Some(job)) => self.execute(job, &cancel).await,
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "claiming a job failed");
-                        break;
-                    }
-                }
-                if cancel.is_cancelled() {
-                    return;
-                }
-            }
-            tokio::select! {
-                () = tokio::time::sleep(self.config.jobs.poll_interval.0) => {}
-                () = self.wake.notified() => {}
-                () = cancel.cancelled() => {}
-            }
-        }
+        run_worker(self, cancel).await;
     }
 
-    async fn fire_schedules(&self) -> Result<(), String> {
+    async fn fire_schedules(&self) -> Result<(), JobError> {
         let now = now_ms();
-        for (name, kind, cron, due) in self
-            .meta
-            .due_schedules(now)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        for (name, kind, cron, due) in self.meta.due_schedules(now).await? {
             let next = next_run(&cron, now)?;
-            if self
-                .meta
-                .fire_schedule(&name, &kind, due, next)
-                .await
-                .map_err(|e| e.to_string())?
-            {
+            if self.meta.fire_schedule(&name, &kind, due, next).await? {
                 tracing::info!(schedule = %name, "schedule fired");
             }
         }
@@ -213,25 +315,32 @@ impl JobRunner {
                 }
             })
         };
-        let result = execute_job(
-            &self.meta,
-            self.blobs.as_ref(),
-            &self.config,
-            &job.kind,
-            &job.payload,
-            cancel,
-        )
-        .await;
+        let result = match JobRequest::from_stored(&job.kind, &job.payload) {
+            Ok(request) => {
+                execute_job(
+                    &self.meta,
+                    self.blobs.as_ref(),
+                    &self.config,
+                    &request,
+                    cancel,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
         heartbeat.abort();
         let recorded = match result {
             Ok(report) => {
+                let report = serde_json::to_value(&report).expect("reports serialize");
                 tracing::info!(job = job.id, kind = %job.kind, report = %report, "job finished");
                 self.meta.complete_job(job.id, &self.owner, &report).await
             }
             Err(e) => {
                 let backoff = 10_000i64 << job.attempts.clamp(0, 10);
                 tracing::error!(job = job.id, kind = %job.kind, error = %e, "job failed");
-                self.meta.fail_job(job.id, &self.owner, &e, backoff).await
+                self.meta
+                    .fail_job(job.id, &self.owner, &e.to_string(), backoff)
+                    .await
             }
         };
         if let Err(e) = recorded {
@@ -240,43 +349,58 @@ impl JobRunner {
     }
 }
 
-/// Runs one job of `kind` and returns its report as JSON.
+#[async_trait::async_trait]
+impl Worker for JobRunner {
+    fn name(&self) -> &str {
+        "jobs"
+    }
+
+    fn status(&self) -> WorkerStatus {
+        WorkerStatus::Idle
+    }
+
+    /// Fires due schedules, then runs one claimed job; idle for `jobs.poll_interval` (or
+    /// until woken) when there is none.
+    async fn work(&mut self, stop: &CancellationToken) -> Tick {
+        if let Err(e) = self.fire_schedules().await {
+            tracing::warn!(error = %e, "firing schedules failed");
+        }
+        match self
+            .meta
+            .claim_job(&self.owner, self.lease().as_millis() as i64)
+            .await
+        {
+            Ok(Some(job)) => {
+                self.execute(job, stop).await;
+                Tick::Busy
+            }
+            Ok(None) => Tick::Idle {
+                at_most: self.config.jobs.poll_interval.0,
+                wake: Some(self.wake.clone()),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming a job failed");
+                Tick::Idle {
+                    at_most: self.config.jobs.poll_interval.0,
+                    wake: Some(self.wake.clone()),
+                }
+            }
+        }
+    }
+}
+
+/// Runs one job and returns its report.
 pub async fn execute_job(
     meta: &MetaStore,
     blobs: &dyn BlobStore,
     config: &Config,
-    kind: &str,
-    payload: &serde_json::Value,
+    request: &JobRequest,
     cancel: &CancellationToken,
-) -> Result<serde_json::Value, String> {
-    let grace = payload
-        .get("grace_period_ms")
-        .and_then(|v| v.as_u64())
-        .map(Duration::from_millis);
-    match kind {
-        KIND_GC => {
-            let opts = GcOptions {
-                dry_run: payload
-                    .get("dry_run")
-                    .and_then(|v| v.as_bool())
-                    .unwrap_or(false),
-                full: payload
-                    .get("full")
-                    .and_then(|v| v.as_bool())
-                    .unwrap_or(false),
-                grace_period: grace,
-            };
-            let report = run_gc(meta, blobs, config, &opts, cancel)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(serde_json::to_value(report).unwrap_or_default())
+) -> Result<JobReport, JobError> {
+    Ok(match request {
+        JobRequest::Gc(opts) => JobReport::Gc(run_gc(meta, blobs, config, opts, cancel).await?),
+        JobRequest::Scrub(opts) => {
+            JobReport::Scrub(run_scrub(meta, blobs, config, opts.grace_period, cancel).await?)
         }
-        KIND_SCRUB => {
-            let report = run_scrub(meta, blobs, config, grace, cancel)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(serde_json::to_value(report).unwrap_or_default())
-        }
-        other => Err(format!("unknown job kind {other:?}")),
-    }
+    })
 }

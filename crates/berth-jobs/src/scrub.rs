@@ -13,7 +13,8 @@ use berth_storage::{BlobKey, BlobStore, StorageErrorKind};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ScrubReport {
     pub started_at: i64,
     pub finished_at: i64,

@@ -14,20 +14,22 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_core::{ErrorCode, OciError};
 
+use berth_jobs::{GcOptions, JobReport, JobRequest, ScrubOptions};
+
 use crate::caller::{Caller, require_admin};
 use crate::error::{ApiError, ApiResult};
 use crate::registry::Registry;
-
-const KIND_GC: &str = "gc";
-const KIND_SCRUB: &str = "scrub";
 
 fn flag(q: &HashMap<String, String>, name: &str) -> bool {
     q.get(name)
         .is_some_and(|v| v.is_empty() || v == "true" || v == "1")
 }
 
-async fn queue(reg: &Registry, kind: &str, payload: serde_json::Value) -> ApiResult<Response> {
-    let id = reg.meta.enqueue_job(kind, &payload, false).await?;
+async fn queue(reg: &Registry, request: JobRequest) -> ApiResult<Response> {
+    let id = reg
+        .meta
+        .enqueue_job(request.kind().as_str(), &request.payload(), false)
+        .await?;
     reg.jobs_wake.notify_one();
     let body = serde_json::json!({ "job": id, "status": format!("/api/v1/jobs/{id}") });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
@@ -42,12 +44,12 @@ pub async fn start_gc(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
     require_admin(&reg, &caller, &headers)?;
-    queue(
-        &reg,
-        KIND_GC,
-        serde_json::json!({ "dry_run": flag(&q, "dry_run"), "full": flag(&q, "full") }),
-    )
-    .await
+    let opts = GcOptions {
+        dry_run: flag(&q, "dry_run"),
+        full: flag(&q, "full"),
+        grace_period: None,
+    };
+    queue(&reg, JobRequest::Gc(opts)).await
 }
 
 /// `POST /api/v1/scrub`: queues a scrub.
@@ -57,7 +59,7 @@ pub async fn start_scrub(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     require_admin(&reg, &caller, &headers)?;
-    queue(&reg, KIND_SCRUB, serde_json::json!({})).await
+    queue(&reg, JobRequest::Scrub(ScrubOptions::default())).await
 }
 
 /// `GET /api/v1/jobs?kind=gc&limit=20`: recent jobs, newest first, with their reports.
@@ -126,52 +128,51 @@ pub async fn metrics(State(reg): State<Arc<Registry>>) -> ApiResult<Response> {
         let _ = writeln!(out, "berth_jobs{{kind=\"{kind}\",state=\"{state}\"}} {n}");
     }
     // The newest report of a real (not dry) run.
-    let last_gc = jobs
-        .iter()
-        .filter(|j| j.kind == KIND_GC)
-        .filter_map(|j| j.result.as_ref())
-        .find(|r| r.get("dry_run").and_then(|d| d.as_bool()) == Some(false));
+    let last_gc =
+        jobs.iter().find_map(
+            |j| match JobReport::from_stored(&j.kind, j.result.as_ref()) {
+                Some(JobReport::Gc(r)) if !r.dry_run => Some(r),
+                _ => None,
+            },
+        );
     if let Some(r) = last_gc {
-        let num = |k: &str| r.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
-        let errors = r
-            .get("errors")
-            .and_then(|e| e.as_array())
-            .map_or(0, |a| a.len());
+        let finished = u64::try_from(r.finished_at).unwrap_or(0);
+        let duration = u64::try_from(r.finished_at.saturating_sub(r.started_at)).unwrap_or(0);
         for (name, help, value) in [
             (
                 "berth_gc_last_run_finished_seconds",
                 "When the last GC run finished (epoch seconds).",
-                num("finished_at") / 1000,
+                finished / 1000,
             ),
             (
                 "berth_gc_last_run_duration_milliseconds",
                 "Duration of the last GC run.",
-                num("finished_at").saturating_sub(num("started_at")),
+                duration,
             ),
             (
                 "berth_gc_last_run_bytes_freed",
                 "Bytes the last GC run freed.",
-                num("bytes_freed"),
+                r.bytes_freed,
             ),
             (
                 "berth_gc_last_run_deleted_blobs",
                 "Blobs the last GC run deleted.",
-                num("deleted_blobs"),
+                r.deleted_blobs,
             ),
             (
                 "berth_gc_last_run_deleted_manifests",
                 "Manifests the last GC run deleted.",
-                num("deleted_manifests"),
+                r.deleted_manifests,
             ),
             (
                 "berth_gc_last_run_purged_uploads",
                 "Idle uploads the last GC run purged.",
-                num("purged_uploads"),
+                r.purged_uploads,
             ),
             (
                 "berth_gc_last_run_errors",
                 "Errors in the last GC run.",
-                errors as u64,
+                r.errors.len() as u64,
             ),
         ] {
             let _ = writeln!(

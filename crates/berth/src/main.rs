@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use berth_core::config::{Config, LogFormat, StorageBackend};
+use berth_jobs::{GcOptions, JobRequest, ScrubOptions};
 use berth_meta::{MetaStore, PgOptions};
 use berth_server::{AdminBootstrap, Registry};
 use berth_storage::{BlobStore, FsBlobStore, S3BlobStore, S3Config};
@@ -149,16 +150,18 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Gc(args) => {
-            let payload = serde_json::json!({
-                "dry_run": args.dry_run,
-                "full": args.full,
-                "grace_period_ms": args.common.grace_period.map(|d| d.as_millis() as u64),
+            let request = JobRequest::Gc(GcOptions {
+                dry_run: args.dry_run,
+                full: args.full,
+                grace_period: args.common.grace_period,
             });
-            maintenance(args.common, berth_jobs::KIND_GC, payload)
+            maintenance(args.common, request)
         }
         Command::Scrub(args) => {
-            let payload = serde_json::json!({ "grace_period_ms": args.grace_period.map(|d| d.as_millis() as u64) });
-            maintenance(args, berth_jobs::KIND_SCRUB, payload)
+            let request = JobRequest::Scrub(ScrubOptions {
+                grace_period: args.grace_period,
+            });
+            maintenance(args, request)
         }
         Command::Admin(cmd) => client::run(cmd),
         Command::Config(ConfigCommand::Check { file }) => {
@@ -193,11 +196,7 @@ fn init_logging(config: &Config) {
 
 /// Runs one GC or scrub in this process against the configured data directory, recorded as
 /// a job (so the API and metrics show it), and prints its report.
-fn maintenance(
-    args: MaintenanceArgs,
-    kind: &'static str,
-    payload: serde_json::Value,
-) -> anyhow::Result<()> {
+fn maintenance(args: MaintenanceArgs, request: JobRequest) -> anyhow::Result<()> {
     let mut config = settings::load(args.config.as_deref())?;
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
@@ -211,8 +210,9 @@ fn maintenance(
     runtime.block_on(async move {
         let (meta, blobs) = open_stores(&config).await?;
         let owner = berth_jobs::worker_name();
+        let kind = request.kind().as_str();
         let id = meta
-            .start_inline_job(kind, &payload, &owner, 24 * 3600 * 1000)
+            .start_inline_job(kind, &request.payload(), &owner, 24 * 3600 * 1000)
             .await?;
         let cancel = tokio_util::sync::CancellationToken::new();
         let on_signal = cancel.clone();
@@ -221,18 +221,16 @@ fn maintenance(
             on_signal.cancel();
         });
         let result =
-            berth_jobs::execute_job(&meta, blobs.as_ref(), &config, kind, &payload, &cancel).await;
+            berth_jobs::execute_job(&meta, blobs.as_ref(), &config, &request, &cancel).await;
         let outcome = match &result {
             Ok(report) => {
-                meta.complete_job(id, &owner, report).await?;
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(report).unwrap_or_default()
-                );
+                let report = serde_json::to_value(report)?;
+                meta.complete_job(id, &owner, &report).await?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
                 Ok(())
             }
             Err(e) => {
-                meta.fail_job(id, &owner, e, 0).await?;
+                meta.fail_job(id, &owner, &e.to_string(), 0).await?;
                 Err(anyhow::anyhow!("{kind} failed: {e}"))
             }
         };

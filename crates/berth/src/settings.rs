@@ -55,7 +55,7 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
             None => "invalid configuration in BERTH_* variables".to_owned(),
         })?;
     loaded.validate().map_err(anyhow::Error::msg)?;
-    berth_jobs::validate_schedules(&loaded).map_err(anyhow::Error::msg)?;
+    berth_jobs::validate_schedules(&loaded)?;
     Ok(loaded)
 }
 
