@@ -967,6 +967,20 @@ mod tests {
         assert!(serde_json::from_str::<HumanDuration>("\"soon\"").is_err());
     }
 
+    /// Found by the `config` fuzz target: sizes were printed rounded ("1025 B" as "1.0 KiB"),
+    /// so the effective configuration `berth config check` prints said something else than
+    /// what runs. A printed configuration parses back to the same values.
+    #[test]
+    fn a_printed_configuration_parses_back_to_the_same() {
+        let mut c = Config::default();
+        c.limits.manifest_max_size = ByteSize::b(1025);
+        c.limits.upload_buffer_memory = ByteSize::b(3 * 1024 * 1024 + 1);
+        c.storage.s3.part_size = ByteSize::kib(5 * 1024 + 3);
+        let text = toml::to_string_pretty(&c).unwrap();
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back, c, "{text}");
+    }
+
     #[test]
     fn unknown_keys_are_named() {
         let err = serde_json::from_str::<Config>(r#"{"server":{"lisen":"x"}}"#).unwrap_err();

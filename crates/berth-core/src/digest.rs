@@ -214,6 +214,33 @@ mod tests {
     const EMPTY_SHA256: &str =
         "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
+    /// Found by the `reference` fuzz target: a state whose block counter is so large that the
+    /// message length in bits overflows made `finish()` panic (debug) or give a wrong digest
+    /// (release). `restore` refuses such a state.
+    #[test]
+    fn restore_refuses_block_counters_that_overflow() {
+        let mut sha256 = vec![1u8];
+        sha256.extend([0u8; 39]);
+        sha256.push(4);
+        sha256.extend([0u8; 64]);
+        assert_eq!(sha256.len(), 105);
+        assert!(Digester::restore(&sha256).is_err());
+        let mut sha512 = vec![2u8];
+        sha512.extend([0u8; 78]);
+        sha512.push(0x40);
+        sha512.extend([0u8; 129]);
+        assert_eq!(sha512.len(), 209);
+        assert!(Digester::restore(&sha512).is_err());
+        // A real state still restores and finishes.
+        let mut d = Digester::new(Algorithm::Sha256);
+        d.update(&[7u8; 1000]);
+        let state = d.export();
+        assert_eq!(
+            Digester::restore(&state).unwrap().finish(),
+            Digest::sha256_of(&[7u8; 1000])
+        );
+    }
+
     #[test]
     fn parses_and_prints_sha256() {
         let d = Digest::parse(EMPTY_SHA256).unwrap();
