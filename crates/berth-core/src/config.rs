@@ -33,6 +33,23 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// Sizes are written exactly (`4MiB`, `1025B`): bytesize's own form rounds (`1.0 KiB` for
+/// 1025 bytes), and the effective configuration Berth prints must be the one that runs.
+fn exact_size<S: Serializer>(size: &ByteSize, s: S) -> Result<S::Ok, S::Error> {
+    let n = size.as_u64();
+    for (unit, name) in [
+        (1u64 << 40, "TiB"),
+        (1 << 30, "GiB"),
+        (1 << 20, "MiB"),
+        (1 << 10, "KiB"),
+    ] {
+        if n >= unit && n % unit == 0 {
+            return s.serialize_str(&format!("{}{name}", n / unit));
+        }
+    }
+    s.serialize_str(&format!("{n}B"))
+}
+
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         humantime::format_duration(self.0).fmt(f)
@@ -213,6 +230,7 @@ impl Default for ServerConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Largest manifest accepted on PUT (answered with 413 above it).
+    #[serde(serialize_with = "exact_size")]
     pub manifest_max_size: ByteSize,
     /// Most entries one page of tags/list, _catalog or referrers returns; `n` above it is
     /// capped and the `Link` header points at the rest.
@@ -223,6 +241,7 @@ pub struct LimitsConfig {
     /// Memory that upload requests in flight may use for buffers, in all (each takes 1 MiB
     /// on the filesystem, two `storage.s3.part_size` on S3). Beyond it a new upload request
     /// waits a few seconds for room, then gets 429 with `Retry-After`.
+    #[serde(serialize_with = "exact_size")]
     pub upload_buffer_memory: ByteSize,
     /// Repositories one project may hold at most.
     pub repositories_per_project: u64,
@@ -536,6 +555,7 @@ pub struct S3StorageConfig {
     /// Every key starts with this (several registries can share a bucket).
     pub prefix: String,
     /// Size of the parts uploads are staged and assembled in (at least 5MiB, S3's minimum).
+    #[serde(serialize_with = "exact_size")]
     pub part_size: ByteSize,
     /// Allow a plain-HTTP endpoint.
     pub allow_http: bool,

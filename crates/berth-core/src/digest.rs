@@ -188,6 +188,24 @@ impl Digester {
 
     pub fn restore(state: &[u8]) -> Result<Digester, HashStateError> {
         let (tag, rest) = state.split_first().ok_or(HashStateError)?;
+        // sha2's serialized state is the chaining value, then the count of whole blocks
+        // (little-endian), then the buffer. A count whose length in bits does not fit the
+        // hash's length field cannot come from a real upload, and would overflow in finish().
+        let counter = |from: usize, len: usize| {
+            rest.get(from..from + len).map(|b| {
+                let mut n = [0u8; 16];
+                n[..len].copy_from_slice(b);
+                u128::from_le_bytes(n)
+            })
+        };
+        let too_long = match tag {
+            1 => counter(32, 8).is_none_or(|blocks| blocks >= 1 << 55),
+            2 => counter(64, 16).is_none_or(|blocks| blocks >= 1 << 118),
+            _ => true,
+        };
+        if too_long {
+            return Err(HashStateError);
+        }
         match tag {
             1 => {
                 let s = SerializedState::<Sha256>::try_from(rest).map_err(|_| HashStateError)?;
@@ -231,6 +249,15 @@ mod tests {
         sha512.extend([0u8; 129]);
         assert_eq!(sha512.len(), 209);
         assert!(Digester::restore(&sha512).is_err());
+        // The counter sits where restore reads it: after 3 whole blocks it says 3.
+        let mut d = Digester::new(Algorithm::Sha256);
+        d.update(&[0u8; 64 * 3 + 5]);
+        let state = d.export();
+        assert_eq!(state[1 + 32..1 + 40], 3u64.to_le_bytes());
+        let mut d = Digester::new(Algorithm::Sha512);
+        d.update(&[0u8; 128 * 2 + 5]);
+        let state = d.export();
+        assert_eq!(state[1 + 64..1 + 80], 2u128.to_le_bytes());
         // A real state still restores and finishes.
         let mut d = Digester::new(Algorithm::Sha256);
         d.update(&[7u8; 1000]);
