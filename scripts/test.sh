@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs the real clients it drives, checks formatting
-# and lints, runs the unit and in-process tests, builds berth, then runs the black-box suites
+# and lints, runs the unit and in-process tests and the fuzz targets (bounded), builds berth,
+# then runs the black-box suites
 # (the process under crashes/TLS/SIGTERM, the OCI conformance port, authentication and
 # authorization, real clients: skopeo, containerd, docker, podman, oras, the pull-through cache,
 # and three nodes sharing PostgreSQL and S3) against the real binary with authentication on,
@@ -64,6 +65,9 @@ step "cargo test again for every crate with a MetaStore, metadata in PostgreSQL"
 # The same tests (the API in-process, authorization, the GC stress test, the MetaStore's own)
 # on the other dialect: each test gets a schema of its own in the test PostgreSQL.
 TEST_METASTORE=postgres cargo test --locked -p berth-meta -p berth-auth -p berth-jobs -p berth-server
+
+step "coverage-guided fuzzing of berth-core's parsers (scripts/fuzz.sh)"
+scripts/fuzz.sh
 
 step "cargo build (the binary the black-box suites run)"
 cargo build --locked -p berth
