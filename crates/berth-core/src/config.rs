@@ -43,7 +43,7 @@ fn exact_size<S: Serializer>(size: &ByteSize, s: S) -> Result<S::Ok, S::Error> {
         (1 << 20, "MiB"),
         (1 << 10, "KiB"),
     ] {
-        if n >= unit && n % unit == 0 {
+        if n >= unit && n.is_multiple_of(unit) {
             return s.serialize_str(&format!("{}{name}", n / unit));
         }
     }
