@@ -60,7 +60,8 @@ pub struct Cli {
     #[arg(long)]
     pub runs: Option<usize>,
     /// Only these scenarios (comma-separated): push, pull, small, manifests, tags, mixed, gc,
-    /// startup, limits.
+    /// startup, limits; or some loads of limits: limits:silent, limits:slowloris,
+    /// limits:uploads, limits:logins.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Where the JSON results go.

@@ -243,8 +243,14 @@ fn progress(msg: impl AsRef<str>) {
     eprintln!("{}", msg.as_ref());
 }
 
+/// Whether `scenario` is to run: `--only` names it, or one of its parts (`limits:silent`).
 fn wants(cli: &Cli, scenario: &str) -> bool {
-    cli.only.is_empty() || cli.only.iter().any(|s| s == scenario)
+    cli.only.is_empty()
+        || cli.only.iter().any(|s| {
+            s == scenario
+                || s.strip_prefix(scenario)
+                    .is_some_and(|rest| rest.starts_with(':'))
+        })
 }
 
 /// The scenarios that measure the registries started together at the beginning (berth,
@@ -1747,6 +1753,17 @@ async fn limits(ctx: &mut Ctx) -> anyhow::Result<()> {
         config: ctx.config.clone(),
         layer: ctx.layer.clone(),
         nonce: ctx.nonce,
+        // `--only limits:silent,limits:logins`: those loads only.
+        loads: if ctx.cli.only.iter().any(|s| s == "limits") {
+            Vec::new()
+        } else {
+            ctx.cli
+                .only
+                .iter()
+                .filter_map(|s| s.strip_prefix("limits:"))
+                .map(str::to_owned)
+                .collect()
+        },
     };
     crate::limits::run(&env, &mut ctx.m).await
 }
