@@ -70,6 +70,58 @@ pub fn robot_name(given: &str) -> Result<String, String> {
     Ok(format!("{ROBOT_PREFIX}{bare}"))
 }
 
+/// A project name that follows the rules ([`check_project_name`]); `parse` is the only way to
+/// get one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectName(String);
+
+impl ProjectName {
+    pub fn parse(s: &str) -> Result<ProjectName, String> {
+        check_project_name(s)?;
+        Ok(ProjectName(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A local user's name that follows the rules ([`check_user_name`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserName(String);
+
+impl UserName {
+    pub fn parse(s: &str) -> Result<UserName, String> {
+        check_user_name(s)?;
+        Ok(UserName(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A new password that follows the rules ([`check_password`]); never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    pub fn parse(s: &str) -> Result<Password, String> {
+        check_password(s)?;
+        Ok(Password(s.to_owned()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(********)")
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewProject {
@@ -149,6 +201,20 @@ impl NewUser {
     pub fn check(&self) -> Result<(), String> {
         check_user_name(&self.name)?;
         check_password(&self.password)
+    }
+
+    /// The user's name and password, checked.
+    pub fn checked(&self) -> Result<(UserName, Password), String> {
+        Ok((
+            UserName::parse(&self.name)?,
+            Password::parse(&self.password)?,
+        ))
+    }
+}
+
+impl NewProject {
+    pub fn checked(&self) -> Result<ProjectName, String> {
+        ProjectName::parse(&self.name)
     }
 }
 
@@ -261,6 +327,18 @@ mod tests {
                 .unwrap();
         assert!(bad.checked().is_err());
         assert!(parse_body::<NewRobot>(br#"{"name":"ci","permissions":[],"x":1}"#).is_err());
+    }
+
+    #[test]
+    fn newtypes_hold_only_checked_values() {
+        assert!(ProjectName::parse("team").is_ok());
+        assert!(ProjectName::parse("Team").is_err());
+        assert!(UserName::parse("alice").is_ok());
+        assert!(UserName::parse("robot$x").is_err());
+        let p = Password::parse("a long password").unwrap();
+        assert_eq!(p.expose(), "a long password");
+        assert!(!format!("{p:?}").contains("long"));
+        assert!(Password::parse("short").is_err());
     }
 
     #[test]

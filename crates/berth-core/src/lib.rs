@@ -1,5 +1,5 @@
 //! Pure types and rules of the registry, with no I/O and no async: digests and hashing,
-//! repository and tag names, manifest parsing and validation, OCI error codes, byte ranges and
+//! repository and tag names, manifest parsing and validation, byte ranges and
 //! the configuration tree. Everything here is unit- and property-tested in place.
 
 pub mod access;
@@ -7,12 +7,10 @@ pub mod admin;
 pub mod config;
 pub mod credentials;
 pub mod digest;
-pub mod error;
 pub mod json;
 pub mod manifest;
 pub mod name;
 pub mod range;
 
 pub use digest::{Algorithm, Digest, Digester};
-pub use error::{ErrorCode, OciError};
 pub use name::{Reference, RepoName, TagName};

@@ -7,26 +7,23 @@
 //! A request without a scope still checks the credentials (that is all `docker login` sends).
 //! Anonymous requests get a token that grants pull on public projects only.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{Method, header};
 use axum::response::{IntoResponse, Response};
-use berth_auth::{AuthError, Principal};
 use berth_core::access::Scope;
-use berth_core::{ErrorCode, OciError};
+use berth_service::Error;
+use berth_service::tokens::{Grant, TokenRequest};
 
-use crate::audit::Actor;
-use crate::caller::{auth_error, basic_credentials, peer};
+use crate::caller::{basic_credentials, peer};
 use crate::error::{ApiError, ApiResult};
-use crate::registry::Registry;
+use crate::{App, AppState};
 
 /// Form bodies larger than this are refused.
 const FORM_LIMIT: usize = 64 * 1024;
 
-pub async fn token(State(reg): State<Arc<Registry>>, req: Request) -> Response {
-    match handle(&reg, req).await {
+pub async fn token(State(app): State<AppState>, req: Request) -> Response {
+    match handle(&app, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -40,84 +37,60 @@ fn get<'a>(p: &'a [(String, String)], k: &str) -> Option<&'a str> {
     p.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str())
 }
 
-/// Scopes one token request may name at most (each costs a permission lookup).
-const MAX_SCOPES: usize = 64;
-
-fn scopes(p: &[(String, String)]) -> ApiResult<Vec<Scope>> {
-    let v: Vec<Scope> = p
-        .iter()
+/// The `scope` parameters, each possibly holding several space-separated scopes.
+fn scopes(p: &[(String, String)]) -> Vec<Scope> {
+    p.iter()
         .filter(|(k, _)| k == "scope")
         .flat_map(|(_, v)| v.split(' '))
         .filter_map(Scope::parse)
-        .collect();
-    if v.len() > MAX_SCOPES {
-        return Err(ApiError::oci(
-            ErrorCode::Invalid,
-            format!("a token request may name at most {MAX_SCOPES} scopes"),
-        ));
-    }
-    Ok(v)
+        .collect()
 }
 
-async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
-    if !reg.auth.enabled() {
-        // An open registry still answers, so clients configured for a token flow keep working.
-        let issued = reg
-            .auth
-            .issue(&Principal::Anonymous, Vec::new(), false)
-            .map_err(ApiError::from)?;
-        return Ok(answer(&issued, None));
-    }
+async fn handle(app: &App, req: Request) -> ApiResult<Response> {
     let (parts, body) = req.into_parts();
-    let headers = parts.headers;
-    let peer = peer(reg, &headers, &parts.extensions);
-    let ip = peer.map(|p| p.ip()).unwrap_or([0u8, 0, 0, 0].into());
+    let source = peer(app, &parts.headers, &parts.extensions);
     let mut params = pairs(parts.uri.query().unwrap_or(""));
-    let (principal, offline, login_name) = if parts.method == Method::POST {
+    let basic = basic_credentials(&parts.headers);
+    let offline;
+    if parts.method == Method::POST {
         let bytes = axum::body::to_bytes(body, FORM_LIMIT)
             .await
-            .map_err(|_| ApiError::oci(ErrorCode::Invalid, "the form is too large"))?;
+            .map_err(|_| Error::invalid("the form is too large"))?;
         params.extend(pairs(&String::from_utf8_lossy(&bytes)));
-        let offline = get(&params, "access_type") == Some("offline");
-        match get(&params, "grant_type") {
-            Some("password") => {
-                let user = get(&params, "username").unwrap_or("").to_owned();
-                let password = get(&params, "password").unwrap_or("");
-                let (p, checked) = login(reg, &headers, &user, password, peer, ip).await?;
-                (p, offline, checked.then_some(user))
-            }
-            Some("refresh_token") => {
-                let t = get(&params, "refresh_token").unwrap_or("");
-                let p = reg
-                    .auth
-                    .verify_refresh(t)
-                    .await
-                    .map_err(|e| denied(reg, &headers, e))?;
-                (p, false, None)
-            }
-            other => {
-                return Err(ApiError::oci(
-                    ErrorCode::Invalid,
-                    format!("unsupported grant_type {:?}", other.unwrap_or("")),
-                ));
-            }
-        }
+        offline = get(&params, "access_type") == Some("offline");
     } else if parts.method == Method::GET {
-        let offline = get(&params, "offline_token") == Some("true");
-        match basic_credentials(&headers) {
-            Some((user, password)) => {
-                let (p, checked) = login(reg, &headers, &user, &password, peer, ip).await?;
-                (p, offline, checked.then_some(user))
+        offline = get(&params, "offline_token") == Some("true");
+    } else {
+        return Err(ApiError::MethodNotAllowed("use GET or POST"));
+    }
+    let grant = if parts.method == Method::POST {
+        match get(&params, "grant_type") {
+            Some("password") => Grant::Password {
+                user: get(&params, "username").unwrap_or(""),
+                password: get(&params, "password").unwrap_or(""),
+            },
+            Some("refresh_token") => Grant::Refresh {
+                token: get(&params, "refresh_token").unwrap_or(""),
+            },
+            other => {
+                return Err(Error::invalid(format!(
+                    "unsupported grant_type {:?}",
+                    other.unwrap_or("")
+                ))
+                .into());
             }
-            None => (Principal::Anonymous, false, None),
         }
     } else {
-        return Err(ApiError::Oci(
-            OciError::new(ErrorCode::Unsupported, "use GET or POST").with_status(405),
-        ));
+        match &basic {
+            Some((user, password)) => Grant::Password { user, password },
+            None => Grant::Anonymous,
+        }
     };
-    crate::request_log::record_caller(&parts.extensions, principal.name());
-    let mut requested = scopes(&params)?;
+    let caller = match &grant {
+        Grant::Password { user, .. } => user.to_string(),
+        _ => String::new(),
+    };
+    let mut requested = scopes(&params);
     if let Some(crate::v2::MirrorOf(project)) = parts.extensions.get::<crate::v2::MirrorOf>() {
         // On the Docker mirror listener, docker asks for `library/nginx` and its requests are
         // served as `<project>/library/nginx`: grant the name they are checked against.
@@ -128,76 +101,30 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
             }
         }
     }
-    let access = reg
-        .auth
-        .grant(&principal, &requested)
-        .await
-        .map_err(ApiError::from)?;
-    let issued = reg
-        .auth
-        .issue(&principal, access, offline)
-        .map_err(ApiError::from)?;
-    if let Some(name) = login_name {
-        let detail = params
-            .iter()
-            .filter(|(k, _)| k == "scope")
-            .map(|(_, v)| v.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
-        reg.audit
-            .record(
-                &Actor::new(&name, principal.kind(), peer),
-                "login",
-                "registry",
-                true,
-                &detail,
-            )
-            .await;
-    }
+    let asked = params
+        .iter()
+        .filter(|(k, _)| k == "scope")
+        .map(|(_, v)| v.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let refresh_given = match &grant {
+        Grant::Refresh { token } => Some(token.to_string()),
+        _ => None,
+    };
+    let issued = app
+        .registry
+        .issue_token(TokenRequest {
+            grant,
+            scopes: requested,
+            offline,
+            source,
+            asked,
+        })
+        .await?;
+    crate::request_log::record_caller(&parts.extensions, &caller);
     // A refresh grant hands back the refresh token it was given.
-    let refresh = issued.refresh_token.clone().or_else(|| {
-        (get(&params, "grant_type") == Some("refresh_token"))
-            .then(|| get(&params, "refresh_token").unwrap_or("").to_owned())
-    });
+    let refresh = issued.refresh_token.clone().or(refresh_given);
     Ok(answer(&issued, refresh))
-}
-
-/// Checks a token request's credentials. The answer says whether they were checked now: a
-/// client asking again with credentials verified a moment ago is not a new login for the audit
-/// log (a CI job asks for a token per repository and per scope).
-async fn login(
-    reg: &Registry,
-    headers: &HeaderMap,
-    user: &str,
-    password: &str,
-    peer: Option<std::net::SocketAddr>,
-    ip: std::net::IpAddr,
-) -> ApiResult<(Principal, bool)> {
-    match reg.auth.login(user, password, ip).await {
-        Ok(l) => Ok((l.principal, l.checked)),
-        Err(e) => {
-            if matches!(e, AuthError::Throttled(_) | AuthError::Busy) {
-                return Err(auth_error(reg, headers, e));
-            }
-            reg.audit
-                .record(
-                    &Actor::new(user, "user", peer),
-                    "login",
-                    "registry",
-                    false,
-                    &e.to_string(),
-                )
-                .await;
-            Err(auth_error(reg, headers, e))
-        }
-    }
-}
-
-fn denied(reg: &Registry, headers: &HeaderMap, e: AuthError) -> ApiError {
-    match e {
-        AuthError::Meta(m) => m.into(),
-        _ => auth_error(reg, headers, AuthError::Invalid),
-    }
 }
 
 fn answer(t: &berth_auth::IssuedToken, refresh: Option<String>) -> Response {

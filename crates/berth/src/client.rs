@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, anyhow, bail};
 use base64::Engine as _;
+use berth_core::access::Role;
 use clap::{Args, Subcommand, ValueEnum};
 use hyper::body::{Body as _, Incoming};
 use hyper::{Method, Request, Response, StatusCode, header};
@@ -197,7 +198,7 @@ pub enum ProjectCommand {
         member: String,
         /// guest: pull; developer: pull, push; maintainer: also delete; admin: also manage
         /// members and robots.
-        #[arg(value_enum)]
+        #[arg(value_parser = parse_role)]
         role: Role,
     },
     /// Remove a member from a project.
@@ -227,23 +228,9 @@ impl MemberKind {
     }
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    Guest,
-    Developer,
-    Maintainer,
-    Admin,
-}
-
-impl Role {
-    fn as_str(self) -> &'static str {
-        match self {
-            Role::Guest => "guest",
-            Role::Developer => "developer",
-            Role::Maintainer => "maintainer",
-            Role::Admin => "admin",
-        }
-    }
+/// A role as the command line takes it: the registry's own roles, by name.
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| "a role is guest, developer, maintainer or admin".to_owned())
 }
 
 #[derive(Subcommand, Debug)]

@@ -462,6 +462,7 @@ async fn run(config: Config, admin_password: Option<String>) -> anyhow::Result<(
         tracing::warn!("authentication is OFF (--no-auth): anyone may push, pull and delete");
     }
     let audit_registry = registry.clone();
+    let app = berth_server::App::new(registry.clone());
     let listener = berth_server::bind(&config).await?;
     let jobs_cancel = tokio_util::sync::CancellationToken::new();
     let runner = berth_jobs::JobRunner::new(
@@ -485,8 +486,8 @@ async fn run(config: Config, admin_password: Option<String>) -> anyhow::Result<(
         let mut mirror_config = (*config).clone();
         mirror_config.server.listen = config.proxy.mirror_listen.clone();
         let mirror_listener = berth_server::bind(&mirror_config).await?;
-        let app = berth_server::mirror_router(registry.clone(), &config.proxy.mirror_project);
-        let connections = registry.connections.clone();
+        let router = berth_server::mirror_router(app.clone(), &config.proxy.mirror_project);
+        let connections = app.connections.clone();
         let stopped = stop.clone();
         tracing::info!(
             addr = %config.proxy.mirror_listen,
@@ -497,7 +498,7 @@ async fn run(config: Config, admin_password: Option<String>) -> anyhow::Result<(
             berth_server::serve(
                 &mirror_config,
                 mirror_listener,
-                app,
+                router,
                 connections,
                 stopped.cancelled_owned(),
             )
@@ -509,11 +510,11 @@ async fn run(config: Config, admin_password: Option<String>) -> anyhow::Result<(
         shutdown_signal().await;
         on_signal.cancel();
     });
-    let connections = registry.connections.clone();
+    let connections = app.connections.clone();
     berth_server::serve(
         &config,
         listener,
-        berth_server::router(registry),
+        berth_server::app_router(app),
         connections,
         stop.clone().cancelled_owned(),
     )

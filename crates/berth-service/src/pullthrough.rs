@@ -11,6 +11,9 @@
 //! - Upstream `Accept` lists are the client's plus every manifest type Berth stores, so an
 //!   index is cached as an index and a client that cannot read indexes gets its platform's
 //!   image from the cached index, as for pushed content.
+//!
+//! The cache knows the registry it fills only through [`LocalStore`]: what is stored here
+//! already, and storing what was fetched.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -19,16 +22,56 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_core::config::Config;
-use berth_core::{Digest, Digester, ErrorCode, OciError, Reference, RepoName};
-use berth_meta::{BlobRow, ManifestRow};
+use berth_core::{Digest, Digester, Reference, RepoName};
+use berth_meta::{BlobRow, ManifestRow, MetaStore};
 use berth_proxy::{Upstream, UpstreamError};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-use crate::error::{ApiError, ApiResult};
-use crate::registry::Registry;
+use crate::{Error, Result};
+
+/// What the cache needs of the registry it fills. The registry implements it; the cache knows
+/// nothing else of it.
+#[async_trait::async_trait]
+pub trait LocalStore: Send + Sync + 'static {
+    /// The stored manifest for `reference`, honouring `Accept`.
+    async fn local_manifest(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        accept: &[String],
+    ) -> Result<Arc<ManifestRow>>;
+    /// The digest a tag points at here.
+    async fn local_tag(&self, name: &RepoName, tag: &str) -> Result<Option<Digest>>;
+    /// Stores a manifest fetched from upstream (its parts need not be here).
+    async fn store_manifest(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        tag: Option<&str>,
+        media_type: &str,
+        payload: Vec<u8>,
+    ) -> Result<()>;
+    /// The blob as `name` sees it, if it holds it.
+    async fn local_blob(&self, name: &RepoName, digest: &Digest) -> Result<Option<BlobRow>>;
+    /// Links a blob that another repository of the project holds into `name`.
+    async fn link_from_project(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        project: &str,
+    ) -> Result<bool>;
+    /// Stores a blob fetched from upstream (hashed again on the way in).
+    async fn store_blob(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        size: u64,
+        body: berth_storage::ByteStream,
+    ) -> Result<()>;
+}
 
 /// Manifest types every upstream request accepts besides the client's.
 const MANIFEST_TYPES: [&str; 4] = [
@@ -115,44 +158,41 @@ impl Drop for Fetch {
     }
 }
 
+/// The running blob fetches, by project and digest.
+type Fetches = Mutex<HashMap<(String, Digest), Arc<Fetch>>>;
+
 pub struct PullThrough {
     projects: HashMap<String, Arc<ProxyProject>>,
     namespaces: HashMap<String, String>,
     spool_dir: PathBuf,
-    fetches: Mutex<HashMap<(String, Digest), Arc<Fetch>>>,
+    fetches: Arc<Fetches>,
     /// (repository, tag) → when the tag was last confirmed upstream, on this node.
     validated: Mutex<HashMap<(String, String), Instant>>,
-    pub metrics: ProxyMetrics,
+    pub metrics: Arc<ProxyMetrics>,
 }
 
-fn upstream_error(project: &str, e: &UpstreamError) -> ApiError {
-    let msg = format!("pull-through cache {project}: {e}");
+fn upstream_error(project: &str, e: &UpstreamError) -> Error {
+    let project = project.to_owned();
     match e {
-        UpstreamError::NotFound => ApiError::oci(ErrorCode::ManifestUnknown, msg),
-        UpstreamError::RateLimited { retry_after, .. } => {
-            let err = OciError::new(ErrorCode::TooManyRequests, msg);
-            match retry_after {
-                Some(ra) => ApiError::WithHeaders(
-                    err,
-                    vec![(
-                        axum::http::header::RETRY_AFTER,
-                        axum::http::HeaderValue::from(ra.as_secs()),
-                    )],
-                ),
-                None => ApiError::Oci(err),
-            }
-        }
+        UpstreamError::NotFound => Error::ManifestUnknown {
+            reference: format!("(not found upstream of proxy project {project})"),
+        },
+        UpstreamError::RateLimited { retry_after, .. } => Error::UpstreamRateLimited {
+            project,
+            message: e.to_string(),
+            retry_after: *retry_after,
+        },
         // Registries answer 401 for a repository that does not exist as for one the
         // credentials may not read (Docker Hub: "repository does not exist or may require
         // authorization"), so neither is a fault of the upstream.
-        UpstreamError::Unauthorized(_) => ApiError::Oci(
-            OciError::new(
-                ErrorCode::NameUnknown,
-                format!("{msg} (the repository may not exist upstream, or the proxy's credentials may not read it)"),
-            )
-            .with_status(404),
-        ),
-        _ => ApiError::Oci(OciError::new(ErrorCode::Internal, msg).with_status(502)),
+        UpstreamError::Unauthorized(_) => Error::UpstreamUnauthorized {
+            project,
+            message: e.to_string(),
+        },
+        _ => Error::UpstreamFailed {
+            project,
+            message: e.to_string(),
+        },
     }
 }
 
@@ -186,9 +226,9 @@ impl PullThrough {
             projects,
             namespaces,
             spool_dir,
-            fetches: Mutex::new(HashMap::new()),
+            fetches: Arc::default(),
             validated: Mutex::new(HashMap::new()),
-            metrics: ProxyMetrics::default(),
+            metrics: Arc::default(),
         })
     }
 
@@ -227,15 +267,12 @@ impl PullThrough {
 }
 
 /// The repository path upstream: the name without its proxy project.
-fn upstream_path(p: &ProxyProject, name: &RepoName) -> ApiResult<String> {
+fn upstream_path(p: &ProxyProject, name: &RepoName) -> Result<String> {
     let rest = name
         .as_str()
         .strip_prefix(&format!("{}/", p.name))
-        .ok_or_else(|| {
-            ApiError::oci(
-                ErrorCode::NameUnknown,
-                format!("{name} names the proxy project itself, not a repository in it"),
-            )
+        .ok_or_else(|| Error::NameUnknown {
+            name: format!("{name} (the proxy project itself, not a repository in it)"),
         })?;
     Ok(p.upstream.upstream_repo(rest))
 }
@@ -254,150 +291,133 @@ fn upstream_accept(client: &[String]) -> Vec<String> {
     out
 }
 
-async fn local_tag(reg: &Registry, name: &RepoName, tag: &str) -> ApiResult<Option<Digest>> {
-    Ok(match reg.meta.repo_id(name).await? {
-        Some(repo) => reg.meta.resolve_tag(repo, tag).await?,
-        None => None,
-    })
-}
-
-/// A manifest GET/HEAD in a proxy project.
-pub async fn get_manifest(
-    reg: &Registry,
-    p: &ProxyProject,
-    name: &RepoName,
-    reference: &Reference,
-    accept: &[String],
-) -> ApiResult<Arc<ManifestRow>> {
-    let px = &reg.proxy;
-    let path = upstream_path(p, name)?;
-    let up_accept = upstream_accept(accept);
-    match reference {
-        Reference::Digest(d) => {
-            match reg.get_manifest(name, reference, accept).await {
-                Ok(row) => {
+impl PullThrough {
+    /// A manifest GET/HEAD in a proxy project.
+    pub async fn get_manifest(
+        &self,
+        store: &dyn LocalStore,
+        p: &ProxyProject,
+        name: &RepoName,
+        reference: &Reference,
+        accept: &[String],
+    ) -> Result<Arc<ManifestRow>> {
+        let px = self;
+        let path = upstream_path(p, name)?;
+        let up_accept = upstream_accept(accept);
+        match reference {
+            Reference::Digest(d) => {
+                match store.local_manifest(name, reference, accept).await {
+                    Ok(row) => {
+                        px.metrics.manifest_hits.fetch_add(1, Ordering::Relaxed);
+                        return Ok(row);
+                    }
+                    Err(Error::ManifestUnknown { .. } | Error::NameUnknown { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                px.metrics.manifest_misses.fetch_add(1, Ordering::Relaxed);
+                let m = p
+                    .upstream
+                    .get_manifest(&path, reference, &up_accept)
+                    .await
+                    .map_err(|e| {
+                        px.metrics.error(&e);
+                        upstream_error(&p.name, &e)
+                    })?;
+                if &m.digest != d {
+                    return Err(Error::UpstreamFailed {
+                        project: p.name.clone(),
+                        message: format!("the upstream sent {} for {d}", m.digest),
+                    });
+                }
+                store
+                    .store_manifest(name, d, None, &m.media_type, m.bytes.to_vec())
+                    .await?;
+                store.local_manifest(name, reference, accept).await
+            }
+            Reference::Tag(t) => {
+                let tag = t.as_str();
+                let cached = store.local_tag(name, tag).await?;
+                if cached.is_some() && px.fresh(name, tag, p.freshness) {
                     px.metrics.manifest_hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(row);
+                    return store.local_manifest(name, reference, accept).await;
                 }
-                Err(ApiError::Oci(e))
-                    if e.code == ErrorCode::ManifestUnknown || e.code == ErrorCode::NameUnknown => {
+                // Only a cached tag is revalidated with a HEAD (free on Docker Hub); a tag never
+                // seen is fetched at once.
+                let head = match &cached {
+                    None => None,
+                    Some(_) => match p.upstream.head_manifest(&path, reference, &up_accept).await {
+                        Ok(h) => Some(h),
+                        Err(UpstreamError::NotFound) => {
+                            px.metrics.error(&UpstreamError::NotFound);
+                            return Err(tag_not_upstream(p, &path, tag));
+                        }
+                        Err(e) => return px.stale(store, p, name, reference, accept, &e).await,
+                    },
+                };
+                if let (Some(c), Some(h)) = (&cached, head.as_ref().and_then(|h| h.digest.as_ref()))
+                    && c == h
+                {
+                    px.mark_fresh(name, tag);
+                    px.metrics.manifest_hits.fetch_add(1, Ordering::Relaxed);
+                    return store.local_manifest(name, reference, accept).await;
                 }
-                Err(e) => return Err(e),
-            }
-            px.metrics.manifest_misses.fetch_add(1, Ordering::Relaxed);
-            let m = p
-                .upstream
-                .get_manifest(&path, reference, &up_accept)
-                .await
-                .map_err(|e| {
-                    px.metrics.error(&e);
-                    upstream_error(&p.name, &e)
-                })?;
-            if &m.digest != d {
-                return Err(ApiError::oci(
-                    ErrorCode::ManifestInvalid,
-                    format!(
-                        "pull-through cache {}: upstream sent {} for {d}",
-                        p.name, m.digest
-                    ),
-                ));
-            }
-            reg.put_upstream_manifest(name, d, None, Some(&m.media_type), m.bytes.to_vec())
-                .await?;
-            reg.get_manifest(name, reference, accept).await
-        }
-        Reference::Tag(t) => {
-            let tag = t.as_str();
-            let cached = local_tag(reg, name, tag).await?;
-            if cached.is_some() && px.fresh(name, tag, p.freshness) {
-                px.metrics.manifest_hits.fetch_add(1, Ordering::Relaxed);
-                return reg.get_manifest(name, reference, accept).await;
-            }
-            // Only a cached tag is revalidated with a HEAD (free on Docker Hub); a tag never
-            // seen is fetched at once.
-            let head = match &cached {
-                None => None,
-                Some(_) => match p.upstream.head_manifest(&path, reference, &up_accept).await {
-                    Ok(h) => Some(h),
-                    Err(UpstreamError::NotFound) => {
+                px.metrics.manifest_misses.fetch_add(1, Ordering::Relaxed);
+                // Fetch by the digest the HEAD named when there is one, so the tag and the bytes
+                // cannot disagree if it moves in between.
+                let fetch_ref = head
+                    .and_then(|h| h.digest)
+                    .map(Reference::Digest)
+                    .unwrap_or_else(|| reference.clone());
+                let m = match p.upstream.get_manifest(&path, &fetch_ref, &up_accept).await {
+                    Ok(m) => m,
+                    Err(UpstreamError::NotFound) if cached.is_none() => {
                         px.metrics.error(&UpstreamError::NotFound);
                         return Err(tag_not_upstream(p, &path, tag));
                     }
-                    Err(e) => return stale(reg, p, name, reference, accept, &e).await,
-                },
-            };
-            if let (Some(c), Some(h)) = (&cached, head.as_ref().and_then(|h| h.digest.as_ref()))
-                && c == h
-            {
+                    Err(e) if cached.is_some() => {
+                        return px.stale(store, p, name, reference, accept, &e).await;
+                    }
+                    Err(e) => {
+                        px.metrics.error(&e);
+                        return Err(upstream_error(&p.name, &e));
+                    }
+                };
+                store
+                    .store_manifest(name, &m.digest, Some(tag), &m.media_type, m.bytes.to_vec())
+                    .await?;
                 px.mark_fresh(name, tag);
-                px.metrics.manifest_hits.fetch_add(1, Ordering::Relaxed);
-                return reg.get_manifest(name, reference, accept).await;
+                store.local_manifest(name, reference, accept).await
             }
-            px.metrics.manifest_misses.fetch_add(1, Ordering::Relaxed);
-            // Fetch by the digest the HEAD named when there is one, so the tag and the bytes
-            // cannot disagree if it moves in between.
-            let fetch_ref = head
-                .and_then(|h| h.digest)
-                .map(Reference::Digest)
-                .unwrap_or_else(|| reference.clone());
-            let m = match p.upstream.get_manifest(&path, &fetch_ref, &up_accept).await {
-                Ok(m) => m,
-                Err(UpstreamError::NotFound) if cached.is_none() => {
-                    px.metrics.error(&UpstreamError::NotFound);
-                    return Err(tag_not_upstream(p, &path, tag));
-                }
-                Err(e) if cached.is_some() => {
-                    return stale(reg, p, name, reference, accept, &e).await;
-                }
-                Err(e) => {
-                    px.metrics.error(&e);
-                    return Err(upstream_error(&p.name, &e));
-                }
-            };
-            reg.put_upstream_manifest(
-                name,
-                &m.digest,
-                Some(tag),
-                Some(&m.media_type),
-                m.bytes.to_vec(),
-            )
-            .await?;
-            px.mark_fresh(name, tag);
-            reg.get_manifest(name, reference, accept).await
         }
     }
 }
 
-fn tag_not_upstream(p: &ProxyProject, path: &str, tag: &str) -> ApiError {
-    ApiError::Oci(
-        OciError::new(
-            ErrorCode::ManifestUnknown,
-            format!(
-                "{path}:{tag} is not known to the upstream of proxy project {}",
-                p.name
-            ),
-        )
-        .with_detail(serde_json::json!({ "reference": tag })),
-    )
+fn tag_not_upstream(p: &ProxyProject, path: &str, tag: &str) -> Error {
+    Error::ManifestUnknown {
+        reference: format!(
+            "{path}:{tag} (not known to the upstream of proxy project {})",
+            p.name
+        ),
+    }
 }
 
-/// Serves the cached manifest of a tag the upstream could not confirm (stale-if-error).
-async fn stale(
-    reg: &Registry,
-    p: &ProxyProject,
-    name: &RepoName,
-    reference: &Reference,
-    accept: &[String],
-    e: &UpstreamError,
-) -> ApiResult<Arc<ManifestRow>> {
-    reg.proxy.metrics.error(e);
-    reg.proxy
-        .metrics
-        .stale_served
-        .fetch_add(1, Ordering::Relaxed);
-    tracing::warn!(project = %p.name, repo = %name, %reference, error = %e,
+impl PullThrough {
+    /// Serves the cached manifest of a tag the upstream could not confirm (stale-if-error).
+    async fn stale(
+        &self,
+        store: &dyn LocalStore,
+        p: &ProxyProject,
+        name: &RepoName,
+        reference: &Reference,
+        accept: &[String],
+        e: &UpstreamError,
+    ) -> Result<Arc<ManifestRow>> {
+        self.metrics.error(e);
+        self.metrics.stale_served.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(project = %p.name, repo = %name, %reference, error = %e,
         "upstream unavailable; serving the cached manifest (stale-if-error)");
-    reg.get_manifest(name, reference, accept).await
+        store.local_manifest(name, reference, accept).await
+    }
 }
 
 /// A blob in a proxy project, as the blob handler serves it.
@@ -413,17 +433,18 @@ pub enum ProxyBlob {
     },
 }
 
-/// A blob GET/HEAD in a proxy project.
-pub async fn get_blob(
-    reg: &Arc<Registry>,
-    p: &Arc<ProxyProject>,
-    name: &RepoName,
-    digest: &Digest,
-    head: bool,
-) -> ApiResult<ProxyBlob> {
-    let px = &reg.proxy;
-    match reg.stat_blob(name, digest).await {
-        Ok(row) => {
+impl PullThrough {
+    /// A blob GET/HEAD in a proxy project.
+    pub async fn get_blob(
+        &self,
+        store: Arc<dyn LocalStore>,
+        p: &Arc<ProxyProject>,
+        name: &RepoName,
+        digest: &Digest,
+        head: bool,
+    ) -> Result<ProxyBlob> {
+        let px = self;
+        if let Some(row) = store.local_blob(name, digest).await? {
             px.metrics.blob_hits.fetch_add(1, Ordering::Relaxed);
             if !head {
                 px.metrics
@@ -432,133 +453,130 @@ pub async fn get_blob(
             }
             return Ok(ProxyBlob::Local(row));
         }
-        Err(ApiError::Oci(e)) if e.code == ErrorCode::BlobUnknown => {}
-        Err(e) => return Err(e),
-    }
-    // Another repository of the project may hold it: link it instead of fetching again.
-    let prefix = format!("{}/", p.name);
-    if reg
-        .meta
-        .repos_with_blob(digest)
-        .await?
-        .iter()
-        .any(|r| r.starts_with(&prefix))
-        && reg.meta.link_blob(name, digest).await?
-        && let Ok(row) = reg.stat_blob(name, digest).await
-    {
-        px.metrics.blob_hits.fetch_add(1, Ordering::Relaxed);
-        return Ok(ProxyBlob::Local(row));
-    }
-    px.metrics.blob_misses.fetch_add(1, Ordering::Relaxed);
-    let path = upstream_path(p, name)?;
-    if head {
-        let size = p.upstream.head_blob(&path, digest).await.map_err(|e| {
-            px.metrics.error(&e);
-            blob_upstream_error(&p.name, digest, &e)
-        })?;
-        return Ok(ProxyBlob::Remote { size });
-    }
-    let fetch = join_fetch(reg, p, name, digest, path)?;
-    let mut rx = fetch.state.subscribe();
-    let size = loop {
-        let state = rx.borrow_and_update().clone();
-        match state {
-            FetchState::Starting => {}
-            FetchState::Streaming { size, .. } | FetchState::Done { size } => break size,
-            FetchState::Failed(f) if f.not_found => {
-                return Err(blob_upstream_error(
-                    &p.name,
-                    digest,
-                    &UpstreamError::NotFound,
-                ));
-            }
-            FetchState::Failed(f) => {
-                return Err(ApiError::Oci(
-                    OciError::new(ErrorCode::BlobUnknown, f.message).with_status(502),
-                ));
-            }
+        // Another repository of the project may hold it: link it instead of fetching again.
+        if store.link_from_project(name, digest, &p.name).await?
+            && let Some(row) = store.local_blob(name, digest).await?
+        {
+            px.metrics.blob_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(ProxyBlob::Local(row));
         }
-        if rx.changed().await.is_err() {
-            return Err(ApiError::oci(
-                ErrorCode::Internal,
-                "the upstream fetch ended",
-            ));
+        px.metrics.blob_misses.fetch_add(1, Ordering::Relaxed);
+        let path = upstream_path(p, name)?;
+        if head {
+            let size = p.upstream.head_blob(&path, digest).await.map_err(|e| {
+                px.metrics.error(&e);
+                blob_upstream_error(&p.name, digest, &e)
+            })?;
+            return Ok(ProxyBlob::Remote { size });
         }
-    };
-    Ok(ProxyBlob::Streaming {
-        size,
-        body: spool_stream(fetch, rx),
-    })
+        let fetch = px.join_fetch(store, p, name, digest, path)?;
+        let mut rx = fetch.state.subscribe();
+        let size = loop {
+            let state = rx.borrow_and_update().clone();
+            match state {
+                FetchState::Starting => {}
+                FetchState::Streaming { size, .. } | FetchState::Done { size } => break size,
+                FetchState::Failed(f) if f.not_found => {
+                    return Err(blob_upstream_error(
+                        &p.name,
+                        digest,
+                        &UpstreamError::NotFound,
+                    ));
+                }
+                FetchState::Failed(f) => {
+                    return Err(Error::UpstreamFailed {
+                        project: p.name.clone(),
+                        message: f.message,
+                    });
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Err(Error::Internal("the upstream fetch ended".into()));
+            }
+        };
+        Ok(ProxyBlob::Streaming {
+            size,
+            body: spool_stream(fetch, rx),
+        })
+    }
 }
 
-fn blob_upstream_error(project: &str, digest: &Digest, e: &UpstreamError) -> ApiError {
+fn blob_upstream_error(project: &str, digest: &Digest, e: &UpstreamError) -> Error {
     match e {
-        UpstreamError::NotFound => ApiError::Oci(
-            OciError::new(
-                ErrorCode::BlobUnknown,
-                "blob unknown to registry and its upstream",
-            )
-            .with_detail(serde_json::json!({ "digest": digest.to_string() })),
-        ),
+        UpstreamError::NotFound => Error::BlobUnknown {
+            digest: digest.clone(),
+        },
         other => upstream_error(project, other),
     }
 }
 
-/// The running fetch of `digest` for the project, or a new one.
-fn join_fetch(
-    reg: &Arc<Registry>,
-    p: &Arc<ProxyProject>,
-    name: &RepoName,
-    digest: &Digest,
-    path: String,
-) -> ApiResult<Arc<Fetch>> {
-    let key = (p.name.clone(), digest.clone());
-    let mut fetches = reg.proxy.fetches.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(f) = fetches.get(&key) {
-        return Ok(f.clone());
-    }
-    std::fs::create_dir_all(&reg.proxy.spool_dir)
-        .map_err(|e| berth_storage::StorageError::io("creating the proxy spool directory", e))?;
-    let (tx, _) = watch::channel(FetchState::Starting);
-    let fetch = Arc::new(Fetch {
-        spool: reg
-            .proxy
-            .spool_dir
-            .join(uuid::Uuid::new_v4().simple().to_string()),
-        state: tx,
-    });
-    fetches.insert(key.clone(), fetch.clone());
-    drop(fetches);
-    let (reg, p, name, digest) = (reg.clone(), p.clone(), name.clone(), digest.clone());
-    let task_fetch = fetch.clone();
-    tokio::spawn(async move {
-        let result = run_fetch(&reg, &p, &name, &digest, &path, &task_fetch).await;
-        if let Err(f) = &result {
-            if !f.not_found {
-                tracing::warn!(project = %p.name, repo = %name, %digest, error = %f.message, "upstream blob fetch failed");
-            }
-            task_fetch.state.send_replace(FetchState::Failed(f.clone()));
+impl PullThrough {
+    /// The running fetch of `digest` for the project, or a new one.
+    fn join_fetch(
+        &self,
+        store: Arc<dyn LocalStore>,
+        p: &Arc<ProxyProject>,
+        name: &RepoName,
+        digest: &Digest,
+        path: String,
+    ) -> Result<Arc<Fetch>> {
+        let key = (p.name.clone(), digest.clone());
+        let mut fetches = self.fetches.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = fetches.get(&key) {
+            return Ok(f.clone());
         }
-        reg.proxy
-            .fetches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
-    });
-    Ok(fetch)
+        std::fs::create_dir_all(&self.spool_dir).map_err(|e| {
+            berth_storage::StorageError::io("creating the proxy spool directory", e)
+        })?;
+        let (tx, _) = watch::channel(FetchState::Starting);
+        let fetch = Arc::new(Fetch {
+            spool: self
+                .spool_dir
+                .join(uuid::Uuid::new_v4().simple().to_string()),
+            state: tx,
+        });
+        fetches.insert(key.clone(), fetch.clone());
+        drop(fetches);
+        let (p, name, digest) = (p.clone(), name.clone(), digest.clone());
+        let (fetches, metrics) = (self.fetches.clone(), self.metrics.clone());
+        let task_fetch = fetch.clone();
+        tokio::spawn(async move {
+            let result = run_fetch(
+                store.as_ref(),
+                &metrics,
+                &p,
+                &name,
+                &digest,
+                &path,
+                &task_fetch,
+            )
+            .await;
+            if let Err(f) = &result {
+                if !f.not_found {
+                    tracing::warn!(project = %p.name, repo = %name, %digest, error = %f.message, "upstream blob fetch failed");
+                }
+                task_fetch.state.send_replace(FetchState::Failed(f.clone()));
+            }
+            fetches
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+        });
+        Ok(fetch)
+    }
 }
 
 async fn run_fetch(
-    reg: &Registry,
+    store: &dyn LocalStore,
+    metrics: &ProxyMetrics,
     p: &ProxyProject,
     name: &RepoName,
     digest: &Digest,
     path: &str,
     fetch: &Fetch,
-) -> Result<(), FetchFailure> {
-    let px = &reg.proxy;
+) -> std::result::Result<(), FetchFailure> {
     let resp = p.upstream.get_blob(path, digest).await.map_err(|e| {
-        px.metrics.error(&e);
+        metrics.error(&e);
         FetchFailure {
             not_found: matches!(e, UpstreamError::NotFound),
             message: format!("pull-through cache {}: {e}", p.name),
@@ -596,7 +614,7 @@ async fn run_fetch(
         // Publish what was written before this piece: the last piece waits for the digest.
         let published = written;
         written += chunk.len() as u64;
-        px.metrics
+        metrics
             .upstream_bytes
             .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         fetch
@@ -627,7 +645,7 @@ async fn run_fetch(
         .map_err(|e| format!("spool file: {e}"))?;
     let body: berth_storage::ByteStream =
         Box::pin(tokio_util::io::ReaderStream::with_capacity(f, CHUNK));
-    if let Err(e) = reg.monolithic_upload(name, digest, Some(size), body).await {
+    if let Err(e) = store.store_blob(name, digest, size, body).await {
         tracing::warn!(repo = %name, %digest, error = %e, "caching an upstream blob failed");
     }
     Ok(())
@@ -690,21 +708,26 @@ fn spool_stream(fetch: Arc<Fetch>, rx: watch::Receiver<FetchState>) -> berth_sto
     }))
 }
 
-/// Makes sure every proxy project exists with the configured visibility.
-pub async fn ensure_projects(reg: &Registry) -> Result<(), berth_meta::MetaError> {
-    for p in reg.proxy.projects() {
-        match reg.meta.project(&p.name).await? {
-            Some(row) if row.public == p.public => {}
-            Some(_) => {
-                reg.meta.set_project_public(&p.name, p.public).await?;
+impl PullThrough {
+    /// Makes sure every proxy project exists with the configured visibility.
+    pub async fn ensure_projects(
+        &self,
+        meta: &MetaStore,
+    ) -> std::result::Result<(), berth_meta::MetaError> {
+        for p in self.projects() {
+            match meta.project(&p.name).await? {
+                Some(row) if row.public == p.public => {}
+                Some(_) => {
+                    meta.set_project_public(&p.name, p.public).await?;
+                }
+                None => match meta.create_project(&p.name, p.public, None).await {
+                    Ok(_) | Err(berth_meta::CreateError::Exists) => {}
+                    Err(berth_meta::CreateError::Meta(e)) => return Err(e),
+                },
             }
-            None => match reg.meta.create_project(&p.name, p.public, None).await {
-                Ok(_) | Err(berth_meta::CreateError::Exists) => {}
-                Err(berth_meta::CreateError::Meta(e)) => return Err(e),
-            },
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Prometheus lines for the cache.

@@ -21,6 +21,8 @@ use berth_core::config::{AuditConfig, PullAudit};
 use berth_meta::{AuditEvent, MetaStore, now_ms};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::access::Actor;
+
 /// Events queued at most.
 const CAPACITY: usize = 10_000;
 /// Events written per transaction at most.
@@ -46,22 +48,17 @@ pub struct Auditor {
     pub written: Arc<AtomicU64>,
 }
 
-/// Who did something, from where.
-#[derive(Debug, Clone)]
-pub struct Actor {
-    pub name: String,
-    pub kind: &'static str,
-    pub source: String,
+/// Who did something, from where, as an event records it.
+fn who(actor: &Actor) -> (String, &'static str, String) {
+    (
+        actor.principal.name().to_owned(),
+        actor.principal.kind(),
+        source(actor.source),
+    )
 }
 
-impl Actor {
-    pub fn new(name: &str, kind: &'static str, source: Option<SocketAddr>) -> Actor {
-        Actor {
-            name: name.to_owned(),
-            kind,
-            source: source.map(|s| s.ip().to_string()).unwrap_or_default(),
-        }
-    }
+fn source(s: Option<SocketAddr>) -> String {
+    s.map(|s| s.ip().to_string()).unwrap_or_default()
 }
 
 impl Auditor {
@@ -84,18 +81,31 @@ impl Auditor {
         }
     }
 
-    fn event(actor: &Actor, action: &str, resource: &str, ok: bool, detail: &str) -> AuditEvent {
+    fn event(
+        (name, kind, source): (String, &'static str, String),
+        action: &str,
+        resource: &str,
+        ok: bool,
+        detail: &str,
+    ) -> AuditEvent {
         AuditEvent {
             id: 0,
             at: now_ms(),
-            actor: clip(&actor.name, 256),
-            actor_kind: actor.kind.to_owned(),
+            actor: clip(&name, 256),
+            actor_kind: kind.to_owned(),
             action: action.to_owned(),
             resource: clip(resource, 512),
-            source: actor.source.clone(),
+            source,
             result: if ok { "success" } else { "failure" }.to_owned(),
             detail: clip(detail, 1024),
             count: 1,
+        }
+    }
+
+    async fn send(&self, e: AuditEvent) {
+        let (action, resource) = (e.action.clone(), e.resource.clone());
+        if self.tx.send(Msg::Event(e)).await.is_err() {
+            tracing::error!(action, resource, "audit writer is gone; event lost");
         }
     }
 
@@ -108,10 +118,20 @@ impl Auditor {
         ok: bool,
         detail: &str,
     ) {
-        let e = Self::event(actor, action, resource, ok, detail);
-        if self.tx.send(Msg::Event(e)).await.is_err() {
-            tracing::error!(action, resource, "audit writer is gone; event lost");
-        }
+        self.send(Self::event(who(actor), action, resource, ok, detail))
+            .await;
+    }
+
+    /// Records a failed login of `name` (who is nobody yet).
+    pub async fn record_login_failure(&self, name: &str, from: Option<SocketAddr>, detail: &str) {
+        let who = (name.to_owned(), "user", source(from));
+        self.send(Self::event(who, "login", "registry", false, detail))
+            .await;
+    }
+
+    /// Records a successful login (its credentials were checked now).
+    pub async fn record_login(&self, actor: &Actor, detail: &str) {
+        self.record(actor, "login", "registry", true, detail).await;
     }
 
     /// Records a pull, unless pulls are not audited; drops it when the channel is full.
@@ -119,7 +139,7 @@ impl Auditor {
         if self.pulls == PullAudit::Off {
             return;
         }
-        let e = Self::event(actor, "pull", resource, true, "");
+        let e = Self::event(who(actor), "pull", resource, true, "");
         if self.tx.try_send(Msg::Pull(e)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
