@@ -1696,7 +1696,7 @@ pub fn rows(m: &Metrics, quick: bool, judge: bool) -> Vec<Row> {
             s,
             "lim_silent_attempted",
             &format!(
-                "silent connections planned: {} from one address first, then {} from {} addresses; header timeout {} s",
+                "silent connections: {} from one address, then {} from {}; header timeout {} s",
                 p.silent_one_addr,
                 p.silent_n,
                 p.silent_addrs,
@@ -1718,7 +1718,7 @@ pub fn rows(m: &Metrics, quick: bool, judge: bool) -> Vec<Row> {
             s,
             "lim_slowloris_attempted",
             &format!(
-                "slowloris connections planned: {} from {} addresses, a header byte every {} s",
+                "slowloris connections: {} from {} addresses, a header byte every {} s",
                 p.slowloris_n,
                 p.slowloris_addrs,
                 fmt_secs(p.slowloris_every.as_secs_f64())
@@ -1996,7 +1996,7 @@ impl Rows<'_> {
             ),
             (
                 "ghost",
-                "unknown to the server until they sent a byte after the hold, then closed by it within the header timeout (SYN cookies whose last ACK the full listen queue dropped)",
+                "known to the client only (SYN cookie, last ACK dropped); closed after a byte",
             ),
         ] {
             self.add(
@@ -2014,7 +2014,7 @@ impl Rows<'_> {
             s,
             &format!("lim_{load}_still_open"),
             &format!(
-                "still open {} s after the header timeout, and the header timeout + 1 s after a byte",
+                "still open {} s past the header timeout, and timeout + 1 s past a byte",
                 fmt_secs(p.hold_past.as_secs_f64())
             ),
             dist,
