@@ -1851,7 +1851,7 @@ pub fn rows(m: &Metrics, quick: bool, judge: bool) -> Vec<Row> {
         r.plain(
             s,
             "lim_real_n",
-            "users logging in for the first time during the flood, one after the other",
+            "users logging in for the first time, spread over the flood",
         );
         r.plain(s, "lim_real_first_ok", "answered 200 at the first attempt");
         r.plain(s, "lim_real_first_429", "answered 429 at the first attempt");
