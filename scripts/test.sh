@@ -58,13 +58,15 @@ TEST_POSTGRES_URL=$(scripts/pg-test-server.sh)
 export TEST_POSTGRES_URL
 echo "$TEST_POSTGRES_URL"
 
-step "cargo test (unit and in-process, metadata in SQLite)"
+step "cargo test (unit and in-process; the MetaStore's own tests on SQLite and PostgreSQL)"
+# berth-meta runs each of its tests on both dialects in this one run (TEST_POSTGRES_URL), and
+# checks that the two migration lists give the same schema.
 cargo test --workspace --locked
 
-step "cargo test again for every crate with a MetaStore, metadata in PostgreSQL"
-# The same tests (the API in-process, authorization, the GC stress test, the MetaStore's own)
-# on the other dialect: each test gets a schema of its own in the test PostgreSQL.
-TEST_METASTORE=postgres cargo test --locked -p berth-meta -p berth-auth -p berth-jobs -p berth-server
+step "cargo test again for every crate that uses a MetaStore, metadata in PostgreSQL"
+# The same tests (the API in-process, authorization, the GC stress test) on the other
+# dialect: each test gets a schema of its own in the test PostgreSQL.
+TEST_METASTORE=postgres cargo test --locked -p berth-auth -p berth-jobs -p berth-server
 
 step "coverage-guided fuzzing of berth-core's parsers (scripts/fuzz.sh)"
 scripts/fuzz.sh

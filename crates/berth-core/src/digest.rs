@@ -128,6 +128,14 @@ impl FromStr for Digest {
     }
 }
 
+/// For decoding a stored digest (`#[sqlx(try_from = "String")]` in berth-meta's rows).
+impl TryFrom<String> for Digest {
+    type Error = DigestError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Digest::parse(&s)
+    }
+}
+
 /// A running hash over an upload.
 #[derive(Clone)]
 pub enum Digester {

@@ -4,11 +4,10 @@
 //! Every write here bumps [`MetaStore::auth_version`], so this process's caches of who may do
 //! what drop what they hold at once; other processes rely on their cache's time limit.
 
-use berth_core::Digest;
 use berth_core::access::{Actions, Role};
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::{MetaError, MetaStore, Result, now_ms, parse_digest};
+use crate::{MetaError, MetaStore, Result, now_ms};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRow {
@@ -55,33 +54,15 @@ pub struct RobotRow {
     pub permissions: Vec<(String, Actions)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct RepoSummary {
     pub name: String,
     pub tag_count: i64,
     pub artifact_count: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TagRow {
-    pub name: String,
-    pub digest: Digest,
-    pub updated_at: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArtifactRow {
-    pub digest: Digest,
-    pub media_type: String,
-    pub artifact_type: Option<String>,
-    pub size: i64,
-    pub created_at: i64,
-    pub pushed_by: Option<String>,
-    pub tags: Vec<String>,
-}
-
 /// One audit record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AuditEvent {
     pub id: i64,
     pub at: i64,
@@ -419,23 +400,15 @@ impl MetaStore {
     }
 
     pub async fn project_repositories(&self, project_id: i64) -> Result<Vec<RepoSummary>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT r.name,
-                    (SELECT count(*) FROM tags t WHERE t.repo_id = r.id),
-                    (SELECT count(*) FROM manifests m WHERE m.repo_id = r.id)
+                    (SELECT count(*) FROM tags t WHERE t.repo_id = r.id) AS tag_count,
+                    (SELECT count(*) FROM manifests m WHERE m.repo_id = r.id) AS artifact_count
              FROM repositories r WHERE r.project_id = $1 ORDER BY r.name",
         )
         .bind(project_id)
         .fetch_all(&self.read)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| RepoSummary {
-                name: r.get(0),
-                tag_count: r.get(1),
-                artifact_count: r.get(2),
-            })
-            .collect())
+        .await?)
     }
 
     // ---- members ----
@@ -720,7 +693,7 @@ impl MetaStore {
 
     /// Events matching the filter, newest first.
     pub async fn query_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT id, at, actor, actor_kind, action, resource, source, result, detail, count
              FROM audit_events
              WHERE ($1 IS NULL OR actor = $1) AND ($2 IS NULL OR action = $2)
@@ -738,22 +711,7 @@ impl MetaStore {
         .bind(f.before)
         .bind(f.limit as i64)
         .fetch_all(&self.read)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| AuditEvent {
-                id: r.get(0),
-                at: r.get(1),
-                actor: r.get(2),
-                actor_kind: r.get(3),
-                action: r.get(4),
-                resource: r.get(5),
-                source: r.get(6),
-                result: r.get(7),
-                detail: r.get(8),
-                count: r.get(9),
-            })
-            .collect())
+        .await?)
     }
 
     /// Removes events older than `before`, at most `limit` of them; returns how many.
@@ -768,61 +726,6 @@ impl MetaStore {
     }
 
     // ---- listings for the admin API ----
-
-    pub async fn tag_rows(&self, repo_id: i64) -> Result<Vec<TagRow>> {
-        let rows = sqlx::query(
-            "SELECT name, digest, updated_at FROM tags WHERE repo_id = $1 ORDER BY name",
-        )
-        .bind(repo_id)
-        .fetch_all(&self.read)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(TagRow {
-                    name: r.get(0),
-                    digest: parse_digest(r.get::<&str, _>(1))?,
-                    updated_at: r.get(2),
-                })
-            })
-            .collect()
-    }
-
-    /// The repository's manifests, newest first, with their tags; or one of them.
-    pub async fn artifacts(&self, repo_id: i64, only: Option<&Digest>) -> Result<Vec<ArtifactRow>> {
-        let rows = sqlx::query(self.dialect.pick(
-            "SELECT m.digest, m.media_type, m.artifact_type, m.size, m.created_at, m.pushed_by,
-                    (SELECT json_group_array(t.name) FROM tags t
-                      WHERE t.repo_id = m.repo_id AND t.digest = m.digest)
-             FROM manifests m WHERE m.repo_id = $1 AND ($2 IS NULL OR m.digest = $2)
-             ORDER BY m.created_at DESC, m.digest",
-            "SELECT m.digest, m.media_type, m.artifact_type, m.size, m.created_at, m.pushed_by,
-                    (SELECT CAST(COALESCE(json_agg(t.name), CAST('[]' AS json)) AS TEXT) FROM tags t
-                      WHERE t.repo_id = m.repo_id AND t.digest = m.digest)
-             FROM manifests m WHERE m.repo_id = $1 AND ($2 IS NULL OR m.digest = $2)
-             ORDER BY m.created_at DESC, m.digest",
-        ))
-        .bind(repo_id)
-        .bind(only.map(|d| d.to_string()))
-        .fetch_all(&self.read)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let tags: String = r.get(6);
-                let mut tags: Vec<String> = serde_json::from_str(&tags)
-                    .map_err(|e| MetaError::Corrupt(format!("tag list: {e}")))?;
-                tags.sort();
-                Ok(ArtifactRow {
-                    digest: parse_digest(r.get::<&str, _>(0))?,
-                    media_type: r.get(1),
-                    artifact_type: r.get(2),
-                    size: r.get(3),
-                    created_at: r.get(4),
-                    pushed_by: r.get(5),
-                    tags,
-                })
-            })
-            .collect()
-    }
 }
 
 enum RobotKey<'a> {

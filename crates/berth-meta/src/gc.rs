@@ -1,5 +1,5 @@
-//! Garbage collection's side of the MetaStore: the review queue, the liveness rules, the
-//! cascade of a manifest delete, and the two-phase sweep of blob rows.
+//! Garbage collection's side of the MetaStore: the review queue, the liveness rules and the
+//! two-phase sweep of blob rows (a manifest's delete cascade is in `manifests.rs`).
 //!
 //! Whatever drops a reference queues the object in `gc_review` in the same transaction.
 //! A review decides one item in one short `BEGIN IMMEDIATE` transaction, so a decision can
@@ -43,10 +43,11 @@ pub enum ManifestReview {
 }
 
 /// A blob generation marked `deleting`: its bytes may be removed, then [`MetaStore::finish_sweep`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Sweep {
     pub digest: String,
     pub generation: String,
+    #[sqlx(try_from = "i64")]
     pub size: u64,
 }
 
@@ -101,7 +102,7 @@ pub(crate) async fn enqueue(
     Ok(())
 }
 
-fn manifest_key(repo_id: i64, digest: &str) -> String {
+pub(crate) fn manifest_key(repo_id: i64, digest: &str) -> String {
     format!("{repo_id}@{digest}")
 }
 
@@ -122,7 +123,11 @@ pub(crate) async fn enqueue_manifest(
     enqueue(tx, "manifest", &manifest_key(repo_id, digest), at).await
 }
 
-async fn dequeue(conn: &mut AnyConnection, kind: &str, key: &str) -> Result<(), sqlx::Error> {
+pub(crate) async fn dequeue(
+    conn: &mut AnyConnection,
+    kind: &str,
+    key: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM gc_review WHERE kind = $1 AND key = $2")
         .bind(kind)
         .bind(key)
@@ -144,108 +149,6 @@ async fn requeue(
         .execute(conn)
         .await?;
     Ok(())
-}
-
-/// Whether a manifest is kept by a tag or by an index that lists it.
-async fn tagged_or_listed(
-    conn: &mut AnyConnection,
-    repo_id: i64,
-    digest: &str,
-) -> Result<bool, sqlx::Error> {
-    let kept: Option<i64> = sqlx::query_scalar(
-        "SELECT 1 WHERE EXISTS (SELECT 1 FROM tags WHERE repo_id = $1 AND digest = $2)
-                     OR EXISTS (SELECT 1 FROM manifest_children WHERE repo_id = $1 AND child = $2)",
-    )
-    .bind(repo_id)
-    .bind(digest)
-    .fetch_optional(conn)
-    .await?;
-    Ok(kept.is_some())
-}
-
-/// Deletes a manifest and what depends on it, inside the caller's transaction: its tags, its
-/// reference rows (its blobs are queued for review), its referrers, the cosign tag-scheme
-/// signatures (`sha256-<hex>.sig`, `.att`, `.sbom`) of this repository, and the children of
-/// an index that are neither tagged nor listed by another index. Returns how many manifests
-/// were deleted.
-pub(crate) async fn delete_manifest_cascade(
-    conn: &mut AnyConnection,
-    repo_id: i64,
-    digest: &str,
-    now: i64,
-) -> Result<usize, sqlx::Error> {
-    let mut work = vec![digest.to_owned()];
-    let mut deleted = 0;
-    while let Some(d) = work.pop() {
-        let gone = sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
-            .bind(repo_id)
-            .bind(&d)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-        if gone == 0 {
-            continue;
-        }
-        deleted += 1;
-        sqlx::query("DELETE FROM tags WHERE repo_id = $1 AND digest = $2")
-            .bind(repo_id)
-            .bind(&d)
-            .execute(&mut *conn)
-            .await?;
-        let blobs: Vec<String> = sqlx::query_scalar(
-            "DELETE FROM manifest_refs WHERE repo_id = $1 AND manifest = $2 RETURNING blob",
-        )
-        .bind(repo_id)
-        .bind(&d)
-        .fetch_all(&mut *conn)
-        .await?;
-        for b in blobs {
-            enqueue(conn, "blob", &b, now).await?;
-        }
-        let children: Vec<String> = sqlx::query_scalar(
-            "DELETE FROM manifest_children WHERE repo_id = $1 AND parent = $2 RETURNING child",
-        )
-        .bind(repo_id)
-        .bind(&d)
-        .fetch_all(&mut *conn)
-        .await?;
-        for c in children {
-            if !tagged_or_listed(conn, repo_id, &c).await? {
-                work.push(c);
-            }
-        }
-        let referrers: Vec<String> =
-            sqlx::query_scalar("SELECT digest FROM manifests WHERE repo_id = $1 AND subject = $2")
-                .bind(repo_id)
-                .bind(&d)
-                .fetch_all(&mut *conn)
-                .await?;
-        // A referrer that a live index lists, or that is tagged, stays (the review keeps it
-        // while it is listed or tagged).
-        for r in referrers {
-            if !tagged_or_listed(conn, repo_id, &r).await? {
-                work.push(r);
-            }
-        }
-        if let Some(hex) = d.strip_prefix("sha256:") {
-            let signatures: Vec<String> = sqlx::query_scalar(
-                "DELETE FROM tags WHERE repo_id = $1 AND name IN ($2, $3, $4) RETURNING digest",
-            )
-            .bind(repo_id)
-            .bind(format!("sha256-{hex}.sig"))
-            .bind(format!("sha256-{hex}.att"))
-            .bind(format!("sha256-{hex}.sbom"))
-            .fetch_all(&mut *conn)
-            .await?;
-            for s in signatures {
-                if !tagged_or_listed(conn, repo_id, &s).await? {
-                    work.push(s);
-                }
-            }
-        }
-        dequeue(conn, "manifest", &manifest_key(repo_id, &d)).await?;
-    }
-    Ok(deleted)
 }
 
 /// A GC transaction: one review in the real run, the whole run (rolled back) in a dry run.
@@ -283,21 +186,13 @@ impl MetaStore {
     pub async fn expired_sweeps(&self, lease_ms: i64, limit: u32) -> Result<Vec<Sweep>> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(
+        let sweeps: Vec<Sweep> = sqlx::query_as(
             "SELECT digest, generation, size FROM blobs WHERE state = 'deleting' AND lease_until < $1 LIMIT $2",
         )
         .bind(now)
         .bind(limit as i64)
         .fetch_all(&mut *tx)
         .await?;
-        let sweeps: Vec<Sweep> = rows
-            .iter()
-            .map(|r| Sweep {
-                digest: r.get(0),
-                generation: r.get(1),
-                size: r.get::<i64, _>(2) as u64,
-            })
-            .collect();
         for s in &sweeps {
             sqlx::query("UPDATE blobs SET lease_until = $3 WHERE digest = $1 AND generation = $2")
                 .bind(&s.digest)
@@ -308,50 +203,6 @@ impl MetaStore {
         }
         tx.commit().await?;
         Ok(sweeps)
-    }
-
-    /// Upload sessions with no activity since `before`.
-    pub async fn idle_uploads(&self, before: i64, limit: u32) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM uploads WHERE updated_at < $1 ORDER BY updated_at LIMIT $2",
-        )
-        .bind(before)
-        .bind(limit as i64)
-        .fetch_all(&self.read)
-        .await?)
-    }
-
-    /// Marks an upload as active (a long streamed PATCH calls this as it goes).
-    pub async fn touch_upload(&self, id: &str) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE uploads SET updated_at = $2 WHERE id = $1")
-            .bind(id)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Deletes an idle upload's row if it is still idle. True if it was deleted.
-    pub async fn purge_upload(&self, id: &str, before: i64) -> Result<bool> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query("DELETE FROM uploads WHERE id = $1 AND updated_at < $2")
-            .bind(id)
-            .bind(before)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    /// Whether an upload id has a session row (scrub uses this for staging files).
-    pub async fn upload_exists(&self, id: &str) -> Result<bool> {
-        let r: Option<i64> = sqlx::query_scalar("SELECT 1 FROM uploads WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?;
-        Ok(r.is_some())
     }
 
     /// Makes up to `limit` review items that are due after `now` due at `now`, and returns
@@ -406,21 +257,13 @@ impl MetaStore {
 
     /// Live blob rows after `after` (digest order), for scrub.
     pub async fn live_blobs_page(&self, after: &str, limit: u32) -> Result<Vec<Sweep>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT digest, generation, size FROM blobs WHERE state = 'live' AND digest > $1 ORDER BY digest LIMIT $2",
         )
         .bind(after)
         .bind(limit as i64)
         .fetch_all(&self.read)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Sweep {
-                digest: r.get(0),
-                generation: r.get(1),
-                size: r.get::<i64, _>(2) as u64,
-            })
-            .collect())
+        .await?)
     }
 
     /// Referenced, shared and reclaimable bytes, per repository and in total.
@@ -543,7 +386,7 @@ impl GcTx {
         let created: i64 = row.get(0);
         let untagged_at: Option<i64> = row.get(1);
         let subject: Option<String> = row.get(2);
-        if tagged_or_listed(conn, repo_id, digest).await? {
+        if crate::manifests::tagged_or_listed(conn, repo_id, digest).await? {
             dequeue(conn, "manifest", &key).await?;
             return Ok(ManifestReview::Live);
         }
@@ -573,7 +416,7 @@ impl GcTx {
             requeue(conn, "manifest", &key, delete_after).await?;
             return Ok(ManifestReview::KeepUntil(delete_after));
         }
-        let n = delete_manifest_cascade(conn, repo_id, digest, now).await?;
+        let n = crate::manifests::delete_manifest_cascade(conn, repo_id, digest, now).await?;
         self.deleted_manifests = true;
         Ok(ManifestReview::Deleted(n))
     }

@@ -1,9 +1,50 @@
 use super::*;
+use berth_core::RepoName;
 
-async fn store() -> (tempfile::TempDir, MetaStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let m = MetaStore::open_for_tests(dir.path()).await.unwrap();
-    (dir, m)
+/// The PostgreSQL of the tests, if there is one: `TEST_POSTGRES_URL` (scripts/test.sh starts
+/// one and sets it). Without it the PostgreSQL half of each test is skipped, with a note;
+/// under `CI=true` its absence fails the test.
+pub(crate) fn test_postgres_url() -> Option<String> {
+    match std::env::var("TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true needs TEST_POSTGRES_URL (scripts/pg-test-server.sh prints one)"
+            );
+            eprintln!("skipped on PostgreSQL: TEST_POSTGRES_URL is not set");
+            None
+        }
+    }
+}
+
+/// A MetaStore test, run on both dialects in the same `cargo test`: `<name>::sqlite` on a
+/// fresh SQLite file, `<name>::postgres` on a fresh schema of the test PostgreSQL.
+macro_rules! on_both_dialects {
+    ($(#[$attr:meta])* async fn $name:ident($m:ident) $body:block) => {
+        $(#[$attr])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($m: MetaStore) $body
+
+            #[tokio::test]
+            async fn sqlite() {
+                let dir = tempfile::tempdir().unwrap();
+                run(MetaStore::open_sqlite(&dir.path().join("berth.db")).await.unwrap()).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let Some(url) = test_postgres_url() else {
+                    return;
+                };
+                let opts = MetaStore::test_postgres_options(&url).await.unwrap();
+                run(MetaStore::open_postgres(&opts).await.unwrap()).await;
+            }
+        }
+    };
 }
 
 fn repo(s: &str) -> RepoName {
@@ -46,207 +87,207 @@ fn image(config: &Digest, size: u64) -> NewManifest {
     }
 }
 
-#[tokio::test]
-async fn repos_are_created_once_and_listed_in_order() {
-    let (_t, m) = store().await;
-    let b = m.ensure_repo(&repo("team/b")).await.unwrap();
-    let a = m.ensure_repo(&repo("team/a")).await.unwrap();
-    assert_eq!(m.ensure_repo(&repo("team/b")).await.unwrap(), b);
-    assert_ne!(a, b);
-    m.ensure_repo(&repo("other")).await.unwrap();
-    assert_eq!(
-        m.list_repos(None, 10).await.unwrap(),
-        ["other", "team/a", "team/b"]
-    );
-    assert_eq!(m.list_repos(Some("other"), 1).await.unwrap(), ["team/a"]);
-}
-
-#[tokio::test]
-async fn a_commit_of_a_known_digest_is_deduplicated_and_linked() {
-    let (_t, m) = store().await;
-    let r1 = m.ensure_repo(&repo("a")).await.unwrap();
-    let r2 = m.ensure_repo(&repo("b")).await.unwrap();
-    m.create_upload("u1", r1, b"s").await.unwrap();
-    assert_eq!(
-        m.commit_blob("u1", r1, &d("x"), Some((GEN, 1)))
-            .await
-            .unwrap(),
-        CommitOutcome::Stored
-    );
-    m.create_upload("u2", r2, b"s").await.unwrap();
-    let other_gen = "9b0c3d6e-1a1f-4c55-9a43-3b3c2d1e0f00";
-    assert_eq!(
-        m.commit_blob("u2", r2, &d("x"), Some((other_gen, 1)))
-            .await
-            .unwrap(),
-        CommitOutcome::AlreadyLive {
-            generation: GEN.into()
-        }
-    );
-    assert!(
-        m.get_upload("u2").await.unwrap().is_none(),
-        "the upload row is consumed"
-    );
-    m.create_upload("u3", r2, b"s").await.unwrap();
-    assert_eq!(
-        m.commit_blob("u3", r2, &d("unknown"), None).await.unwrap(),
-        CommitOutcome::NotLive
-    );
-    assert!(
-        m.get_upload("u3").await.unwrap().is_some(),
-        "nothing changes when not live"
-    );
-    assert_eq!(
-        m.blob_in_repo(r2, &d("x"))
-            .await
-            .unwrap()
-            .unwrap()
-            .generation,
-        GEN
-    );
-    assert!(m.unlink_blob(r1, &d("x")).await.unwrap());
-    assert!(
-        m.blob_in_repo(r1, &d("x")).await.unwrap().is_none(),
-        "unlinked from a only"
-    );
-    assert!(m.blob_in_repo(r2, &d("x")).await.unwrap().is_some());
-}
-
-#[tokio::test]
-async fn upload_offsets_move_only_from_the_expected_offset() {
-    let (_t, m) = store().await;
-    let r = m.ensure_repo(&repo("a")).await.unwrap();
-    m.create_upload("u", r, b"s0").await.unwrap();
-    assert!(m.advance_upload("u", 0, 10, b"s1").await.unwrap());
-    assert!(
-        !m.advance_upload("u", 0, 20, b"s2").await.unwrap(),
-        "a stale writer loses"
-    );
-    let row = m.get_upload("u").await.unwrap().unwrap();
-    assert_eq!((row.offset, row.hash_state.as_slice()), (10, &b"s1"[..]));
-}
-
-#[tokio::test]
-async fn manifests_require_their_blobs_with_the_right_size() {
-    let (_t, m) = store().await;
-    let r = m.ensure_repo(&repo("a")).await.unwrap();
-    let other = m.ensure_repo(&repo("b")).await.unwrap();
-    let cfg = push_blob(&m, other, "cfg").await;
-    let err = m
-        .put_manifest(r, &image(&cfg, 3), &["v1"])
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, PutManifestError::MissingBlob(ref x) if *x == cfg),
-        "{err}"
-    );
-    m.link_blob(r, &cfg).await.unwrap();
-    let err = m
-        .put_manifest(r, &image(&cfg, 4), &["v1"])
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            PutManifestError::SizeMismatch {
-                claimed: 4,
-                actual: 3,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    m.put_manifest(r, &image(&cfg, 3), &["v1"]).await.unwrap();
-    let md = image(&cfg, 3).digest;
-    assert_eq!(m.resolve_tag(r, "v1").await.unwrap(), Some(md.clone()));
-    assert!(m.get_manifest(r, &md).await.unwrap().is_some());
-    assert!(
-        m.get_manifest(other, &md).await.unwrap().is_none(),
-        "manifests are per repository"
-    );
-}
-
-#[tokio::test]
-async fn tags_list_in_bytewise_order_and_delete() {
-    let (_t, m) = store().await;
-    let r = m.ensure_repo(&repo("a")).await.unwrap();
-    let cfg = push_blob(&m, r, "cfg").await;
-    for t in ["b", "A", "a", "_z", "B1"] {
-        m.put_manifest(r, &image(&cfg, 3), &[t]).await.unwrap();
+on_both_dialects! {
+    async fn repos_are_created_once_and_listed_in_order(m) {
+        let b = m.ensure_repo(&repo("team/b")).await.unwrap();
+        let a = m.ensure_repo(&repo("team/a")).await.unwrap();
+        assert_eq!(m.ensure_repo(&repo("team/b")).await.unwrap(), b);
+        assert_ne!(a, b);
+        m.ensure_repo(&repo("other")).await.unwrap();
+        assert_eq!(
+            m.list_repos(None, 10).await.unwrap(),
+            ["other", "team/a", "team/b"]
+        );
+        assert_eq!(m.list_repos(Some("other"), 1).await.unwrap(), ["team/a"]);
     }
-    assert_eq!(
-        m.list_tags(r, None, 100).await.unwrap(),
-        ["A", "B1", "_z", "a", "b"]
-    );
-    assert_eq!(m.list_tags(r, Some("B1"), 2).await.unwrap(), ["_z", "a"]);
-    assert!(m.delete_tag(r, "a").await.unwrap());
-    assert!(!m.delete_tag(r, "a").await.unwrap());
-    let md = image(&cfg, 3).digest;
-    assert!(
-        m.get_manifest(r, &md).await.unwrap().is_some(),
-        "deleting a tag keeps the manifest"
-    );
-    assert_eq!(
-        m.delete_manifest(r, &md).await.unwrap(),
-        DeleteOutcome::Deleted(1)
-    );
-    assert!(
-        m.list_tags(r, None, 100).await.unwrap().is_empty(),
-        "deleting a manifest drops its tags"
-    );
 }
 
-#[tokio::test]
-async fn index_children_must_exist_and_referrers_are_found() {
-    let (_t, m) = store().await;
-    let r = m.ensure_repo(&repo("a")).await.unwrap();
-    let cfg = push_blob(&m, r, "cfg").await;
-    let img = image(&cfg, 3);
-    let index = NewManifest {
-        digest: d("index"),
-        media_type: "application/vnd.oci.image.index.v1+json".into(),
-        artifact_type: None,
-        payload: b"{\"manifests\":[]}".to_vec(),
-        subject: None,
-        config_digest: None,
-        annotations: None,
-        blobs: vec![],
-        children: vec![(img.digest.clone(), 2)],
-        pushed_by: None,
-        from_upstream: false,
-        sparse: false,
-    };
-    let err = m.put_manifest(r, &index, &["multi"]).await.unwrap_err();
-    assert!(matches!(err, PutManifestError::MissingManifest(_)), "{err}");
-    m.put_manifest(r, &img, &[]).await.unwrap();
-    m.put_manifest(r, &index, &["multi"]).await.unwrap();
+on_both_dialects! {
+    async fn a_commit_of_a_known_digest_is_deduplicated_and_linked(m) {
+        let r1 = m.ensure_repo(&repo("a")).await.unwrap();
+        let r2 = m.ensure_repo(&repo("b")).await.unwrap();
+        m.create_upload("u1", r1, b"s").await.unwrap();
+        assert_eq!(
+            m.commit_blob("u1", r1, &d("x"), Some((GEN, 1)))
+                .await
+                .unwrap(),
+            CommitOutcome::Stored
+        );
+        m.create_upload("u2", r2, b"s").await.unwrap();
+        let other_gen = "9b0c3d6e-1a1f-4c55-9a43-3b3c2d1e0f00";
+        assert_eq!(
+            m.commit_blob("u2", r2, &d("x"), Some((other_gen, 1)))
+                .await
+                .unwrap(),
+            CommitOutcome::AlreadyLive {
+                generation: GEN.into()
+            }
+        );
+        assert!(
+            m.get_upload("u2").await.unwrap().is_none(),
+            "the upload row is consumed"
+        );
+        m.create_upload("u3", r2, b"s").await.unwrap();
+        assert_eq!(
+            m.commit_blob("u3", r2, &d("unknown"), None).await.unwrap(),
+            CommitOutcome::NotLive
+        );
+        assert!(
+            m.get_upload("u3").await.unwrap().is_some(),
+            "nothing changes when not live"
+        );
+        assert_eq!(
+            m.blob_in_repo(r2, &d("x"))
+                .await
+                .unwrap()
+                .unwrap()
+                .generation,
+            GEN
+        );
+        assert!(m.unlink_blob(r1, &d("x")).await.unwrap());
+        assert!(
+            m.blob_in_repo(r1, &d("x")).await.unwrap().is_none(),
+            "unlinked from a only"
+        );
+        assert!(m.blob_in_repo(r2, &d("x")).await.unwrap().is_some());
+    }
+}
 
-    let mut sig = image(&cfg, 3);
-    sig.digest = d("sig");
-    sig.subject = Some(index.digest.clone());
-    sig.artifact_type = Some("application/x-sig".into());
-    m.put_manifest(r, &sig, &[]).await.unwrap();
-    let mut sbom = sig.clone();
-    sbom.digest = d("sbom");
-    sbom.artifact_type = Some("application/x-sbom".into());
-    m.put_manifest(r, &sbom, &[]).await.unwrap();
+on_both_dialects! {
+    async fn upload_offsets_move_only_from_the_expected_offset(m) {
+        let r = m.ensure_repo(&repo("a")).await.unwrap();
+        m.create_upload("u", r, b"s0").await.unwrap();
+        assert!(m.advance_upload("u", 0, 10, b"s1").await.unwrap());
+        assert!(
+            !m.advance_upload("u", 0, 20, b"s2").await.unwrap(),
+            "a stale writer loses"
+        );
+        let row = m.get_upload("u").await.unwrap().unwrap();
+        assert_eq!((row.offset, row.hash_state.as_slice()), (10, &b"s1"[..]));
+    }
+}
 
-    let all = m.referrers(r, &index.digest, None, None, 10).await.unwrap();
-    assert_eq!(all.len(), 2);
-    let sigs = m
-        .referrers(r, &index.digest, Some("application/x-sig"), None, 10)
-        .await
-        .unwrap();
-    assert_eq!(
-        sigs.iter().map(|x| &x.digest).collect::<Vec<_>>(),
-        [&sig.digest]
-    );
-    assert!(
-        m.referrers(r, &d("nothing"), None, None, 10)
+on_both_dialects! {
+    async fn manifests_require_their_blobs_with_the_right_size(m) {
+        let r = m.ensure_repo(&repo("a")).await.unwrap();
+        let other = m.ensure_repo(&repo("b")).await.unwrap();
+        let cfg = push_blob(&m, other, "cfg").await;
+        let err = m
+            .put_manifest(r, &image(&cfg, 3), &["v1"])
             .await
-            .unwrap()
-            .is_empty()
-    );
+            .unwrap_err();
+        assert!(
+            matches!(err, PutManifestError::MissingBlob(ref x) if *x == cfg),
+            "{err}"
+        );
+        m.link_blob(r, &cfg).await.unwrap();
+        let err = m
+            .put_manifest(r, &image(&cfg, 4), &["v1"])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PutManifestError::SizeMismatch {
+                    claimed: 4,
+                    actual: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        m.put_manifest(r, &image(&cfg, 3), &["v1"]).await.unwrap();
+        let md = image(&cfg, 3).digest;
+        assert_eq!(m.resolve_tag(r, "v1").await.unwrap(), Some(md.clone()));
+        assert!(m.get_manifest(r, &md).await.unwrap().is_some());
+        assert!(
+            m.get_manifest(other, &md).await.unwrap().is_none(),
+            "manifests are per repository"
+        );
+    }
+}
+
+on_both_dialects! {
+    async fn tags_list_in_bytewise_order_and_delete(m) {
+        let r = m.ensure_repo(&repo("a")).await.unwrap();
+        let cfg = push_blob(&m, r, "cfg").await;
+        for t in ["b", "A", "a", "_z", "B1"] {
+            m.put_manifest(r, &image(&cfg, 3), &[t]).await.unwrap();
+        }
+        assert_eq!(
+            m.list_tags(r, None, 100).await.unwrap(),
+            ["A", "B1", "_z", "a", "b"]
+        );
+        assert_eq!(m.list_tags(r, Some("B1"), 2).await.unwrap(), ["_z", "a"]);
+        assert!(m.delete_tag(r, "a").await.unwrap());
+        assert!(!m.delete_tag(r, "a").await.unwrap());
+        let md = image(&cfg, 3).digest;
+        assert!(
+            m.get_manifest(r, &md).await.unwrap().is_some(),
+            "deleting a tag keeps the manifest"
+        );
+        assert_eq!(
+            m.delete_manifest(r, &md).await.unwrap(),
+            DeleteOutcome::Deleted(1)
+        );
+        assert!(
+            m.list_tags(r, None, 100).await.unwrap().is_empty(),
+            "deleting a manifest drops its tags"
+        );
+    }
+}
+
+on_both_dialects! {
+    async fn index_children_must_exist_and_referrers_are_found(m) {
+        let r = m.ensure_repo(&repo("a")).await.unwrap();
+        let cfg = push_blob(&m, r, "cfg").await;
+        let img = image(&cfg, 3);
+        let index = NewManifest {
+            digest: d("index"),
+            media_type: "application/vnd.oci.image.index.v1+json".into(),
+            artifact_type: None,
+            payload: b"{\"manifests\":[]}".to_vec(),
+            subject: None,
+            config_digest: None,
+            annotations: None,
+            blobs: vec![],
+            children: vec![(img.digest.clone(), 2)],
+            pushed_by: None,
+            from_upstream: false,
+            sparse: false,
+        };
+        let err = m.put_manifest(r, &index, &["multi"]).await.unwrap_err();
+        assert!(matches!(err, PutManifestError::MissingManifest(_)), "{err}");
+        m.put_manifest(r, &img, &[]).await.unwrap();
+        m.put_manifest(r, &index, &["multi"]).await.unwrap();
+
+        let mut sig = image(&cfg, 3);
+        sig.digest = d("sig");
+        sig.subject = Some(index.digest.clone());
+        sig.artifact_type = Some("application/x-sig".into());
+        m.put_manifest(r, &sig, &[]).await.unwrap();
+        let mut sbom = sig.clone();
+        sbom.digest = d("sbom");
+        sbom.artifact_type = Some("application/x-sbom".into());
+        m.put_manifest(r, &sbom, &[]).await.unwrap();
+
+        let all = m.referrers(r, &index.digest, None, None, 10).await.unwrap();
+        assert_eq!(all.len(), 2);
+        let sigs = m
+            .referrers(r, &index.digest, Some("application/x-sig"), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            sigs.iter().map(|x| &x.digest).collect::<Vec<_>>(),
+            [&sig.digest]
+        );
+        assert!(
+            m.referrers(r, &d("nothing"), None, None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
 }
 
 #[tokio::test]
@@ -295,219 +336,219 @@ async fn the_read_cache_follows_own_writes_at_once_and_other_processes_soon() {
     }
 }
 
-#[tokio::test]
-async fn roles_come_from_users_and_groups_and_the_best_wins() {
-    use berth_core::access::Role;
-    let (_t, m) = store().await;
-    let p = m
-        .create_project("team", false, Some("owner"))
-        .await
-        .unwrap();
-    assert!(matches!(
-        m.create_project("team", true, None).await,
-        Err(CreateError::Exists)
-    ));
-    let v0 = m.auth_version();
-    m.set_member(p.id, "user", "alice", Role::Guest)
-        .await
-        .unwrap();
-    assert!(m.auth_version() > v0, "writes bump the auth version");
-    m.set_member(p.id, "group", "cn=devs,dc=x", Role::Developer)
-        .await
-        .unwrap();
-    assert_eq!(
-        m.best_role(p.id, "owner", &[]).await.unwrap(),
-        Some(Role::Admin)
-    );
-    assert_eq!(
-        m.best_role(p.id, "alice", &[]).await.unwrap(),
-        Some(Role::Guest)
-    );
-    assert_eq!(
-        m.best_role(p.id, "alice", &["cn=devs,dc=x".into()])
-            .await
-            .unwrap(),
-        Some(Role::Developer)
-    );
-    assert_eq!(
-        m.best_role(p.id, "bob", &["cn=other".into()])
-            .await
-            .unwrap(),
-        None
-    );
-    // Changing a role replaces it; removing a member removes its rights.
-    assert!(
-        !m.set_member(p.id, "user", "alice", Role::Maintainer)
-            .await
-            .unwrap()
-    );
-    assert_eq!(
-        m.best_role(p.id, "alice", &[]).await.unwrap(),
-        Some(Role::Maintainer)
-    );
-    assert!(m.remove_member(p.id, "user", "alice").await.unwrap());
-    assert_eq!(m.best_role(p.id, "alice", &[]).await.unwrap(), None);
-    // A project with a repository that holds something cannot be deleted; one whose
-    // repositories are empty can, and they go with it.
-    let r = m.ensure_repo(&repo("team/app")).await.unwrap();
-    m.create_upload("u-team", r, b"s").await.unwrap();
-    assert_eq!(
-        m.delete_project("team").await.unwrap(),
-        ProjectDeletion::HoldsRepositories(vec!["team/app".into()])
-    );
-    assert!(m.delete_upload("u-team").await.unwrap());
-    assert_eq!(
-        m.delete_project("team").await.unwrap(),
-        ProjectDeletion::Deleted {
-            empty_repositories: 1
-        }
-    );
-    assert_eq!(m.repo_id(&repo("team/app")).await.unwrap(), None);
-    m.create_project("empty", false, None).await.unwrap();
-    assert_eq!(
-        m.delete_project("empty").await.unwrap(),
-        ProjectDeletion::Deleted {
-            empty_repositories: 0
-        }
-    );
-    assert_eq!(
-        m.delete_project("empty").await.unwrap(),
-        ProjectDeletion::NotFound
-    );
-}
-
-#[tokio::test]
-async fn ldap_logins_never_take_over_local_users() {
-    let (_t, m) = store().await;
-    m.create_user("alice", Some("$argon2id$x"), "local", false)
-        .await
-        .unwrap();
-    assert!(m.upsert_ldap_user("alice", &[]).await.unwrap().is_none());
-    let u = m
-        .upsert_ldap_user("bob", &["cn=a".into()])
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        (u.source.as_str(), u.ldap_groups.clone()),
-        ("ldap", vec!["cn=a".to_owned()])
-    );
-    let v = m.auth_version();
-    m.upsert_ldap_user("bob", &["cn=a".into()]).await.unwrap();
-    assert_eq!(m.auth_version(), v, "an unchanged login writes nothing");
-    let u = m.upsert_ldap_user("bob", &[]).await.unwrap().unwrap();
-    assert!(u.ldap_groups.is_empty());
-    assert!(
-        !m.set_password("bob", "x").await.unwrap(),
-        "LDAP users have no local password"
-    );
-}
-
-#[tokio::test]
-async fn audit_queries_filter_page_and_prune() {
-    let (_t, m) = store().await;
-    let ev = |at: i64, actor: &str, action: &str, resource: &str| AuditEvent {
-        count: 1,
-        id: 0,
-        at,
-        actor: actor.into(),
-        actor_kind: "user".into(),
-        action: action.into(),
-        resource: resource.into(),
-        source: "10.0.0.1".into(),
-        result: "success".into(),
-        detail: String::new(),
-    };
-    let events: Vec<_> = (0..10)
-        .map(|i| {
-            ev(
-                1000 + i,
-                if i % 2 == 0 { "alice" } else { "bob" },
-                if i < 5 { "push" } else { "pull" },
-                &format!("team/app{}:v{i}", i % 3),
-            )
-        })
-        .collect();
-    m.insert_audit(&events).await.unwrap();
-    let all = AuditFilter {
-        limit: 100,
-        ..Default::default()
-    };
-    let got = m.query_audit(&all).await.unwrap();
-    assert_eq!(got.len(), 10);
-    assert!(got.windows(2).all(|w| w[0].id > w[1].id), "newest first");
-    let f = AuditFilter {
-        actor: Some("alice".into()),
-        action: Some("push".into()),
-        ..all.clone()
-    };
-    assert_eq!(m.query_audit(&f).await.unwrap().len(), 3);
-    let f = AuditFilter {
-        resource: Some("team/app1".into()),
-        ..all.clone()
-    };
-    assert!(
-        m.query_audit(&f)
-            .await
-            .unwrap()
-            .iter()
-            .all(|e| e.resource.starts_with("team/app1"))
-    );
-    // Paging backwards with `before` visits every event once.
-    let mut seen = Vec::new();
-    let mut before = None;
-    loop {
-        let page = m
-            .query_audit(&AuditFilter {
-                limit: 3,
-                before,
-                ..Default::default()
-            })
+on_both_dialects! {
+    async fn roles_come_from_users_and_groups_and_the_best_wins(m) {
+        use berth_core::access::Role;
+        let p = m
+            .create_project("team", false, Some("owner"))
             .await
             .unwrap();
-        if page.is_empty() {
-            break;
-        }
-        before = page.last().map(|e| e.id);
-        seen.extend(page.into_iter().map(|e| e.id));
+        assert!(matches!(
+            m.create_project("team", true, None).await,
+            Err(CreateError::Exists)
+        ));
+        let v0 = m.auth_version();
+        m.set_member(p.id, "user", "alice", Role::Guest)
+            .await
+            .unwrap();
+        assert!(m.auth_version() > v0, "writes bump the auth version");
+        m.set_member(p.id, "group", "cn=devs,dc=x", Role::Developer)
+            .await
+            .unwrap();
+        assert_eq!(
+            m.best_role(p.id, "owner", &[]).await.unwrap(),
+            Some(Role::Admin)
+        );
+        assert_eq!(
+            m.best_role(p.id, "alice", &[]).await.unwrap(),
+            Some(Role::Guest)
+        );
+        assert_eq!(
+            m.best_role(p.id, "alice", &["cn=devs,dc=x".into()])
+                .await
+                .unwrap(),
+            Some(Role::Developer)
+        );
+        assert_eq!(
+            m.best_role(p.id, "bob", &["cn=other".into()])
+                .await
+                .unwrap(),
+            None
+        );
+        // Changing a role replaces it; removing a member removes its rights.
+        assert!(
+            !m.set_member(p.id, "user", "alice", Role::Maintainer)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            m.best_role(p.id, "alice", &[]).await.unwrap(),
+            Some(Role::Maintainer)
+        );
+        assert!(m.remove_member(p.id, "user", "alice").await.unwrap());
+        assert_eq!(m.best_role(p.id, "alice", &[]).await.unwrap(), None);
+        // A project with a repository that holds something cannot be deleted; one whose
+        // repositories are empty can, and they go with it.
+        let r = m.ensure_repo(&repo("team/app")).await.unwrap();
+        m.create_upload("u-team", r, b"s").await.unwrap();
+        assert_eq!(
+            m.delete_project("team").await.unwrap(),
+            ProjectDeletion::HoldsRepositories(vec!["team/app".into()])
+        );
+        assert!(m.delete_upload("u-team").await.unwrap());
+        assert_eq!(
+            m.delete_project("team").await.unwrap(),
+            ProjectDeletion::Deleted {
+                empty_repositories: 1
+            }
+        );
+        assert_eq!(m.repo_id(&repo("team/app")).await.unwrap(), None);
+        m.create_project("empty", false, None).await.unwrap();
+        assert_eq!(
+            m.delete_project("empty").await.unwrap(),
+            ProjectDeletion::Deleted {
+                empty_repositories: 0
+            }
+        );
+        assert_eq!(
+            m.delete_project("empty").await.unwrap(),
+            ProjectDeletion::NotFound
+        );
     }
-    assert_eq!(seen.len(), 10);
-    let f = AuditFilter {
-        since: Some(1005),
-        until: Some(1007),
-        ..all.clone()
-    };
-    assert_eq!(m.query_audit(&f).await.unwrap().len(), 2);
-    assert_eq!(m.prune_audit(1004, 1000).await.unwrap(), 4);
-    assert_eq!(m.query_audit(&all).await.unwrap().len(), 6);
 }
 
-#[tokio::test]
-async fn cached_tags_expire_by_project_and_age() {
-    let (_t, m) = store().await;
-    let cache = m.ensure_repo(&repo("hub/library/nginx")).await.unwrap();
-    let local = m.ensure_repo(&repo("team/app")).await.unwrap();
-    // Manifests from an upstream may reference blobs that are not here yet.
-    let mut cached = image(&d("not-here-yet"), 3);
-    cached.from_upstream = true;
-    m.put_manifest(cache, &cached, &["1.27"]).await.unwrap();
-    let cfg = push_blob(&m, local, "cfg").await;
-    m.put_manifest(local, &image(&cfg, 3), &["v1"])
-        .await
-        .unwrap();
-    assert_eq!(
-        m.expire_project_tags("hub", 0, 100).await.unwrap(),
-        0,
-        "none is that old"
-    );
-    let later = now_ms() + 1;
-    assert_eq!(m.expire_project_tags("hub", later, 100).await.unwrap(), 1);
-    assert!(m.list_tags(cache, None, 10).await.unwrap().is_empty());
-    assert_eq!(
-        m.list_tags(local, None, 10).await.unwrap(),
-        ["v1"],
-        "other projects are untouched"
-    );
+on_both_dialects! {
+    async fn ldap_logins_never_take_over_local_users(m) {
+        m.create_user("alice", Some("$argon2id$x"), "local", false)
+            .await
+            .unwrap();
+        assert!(m.upsert_ldap_user("alice", &[]).await.unwrap().is_none());
+        let u = m
+            .upsert_ldap_user("bob", &["cn=a".into()])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (u.source.as_str(), u.ldap_groups.clone()),
+            ("ldap", vec!["cn=a".to_owned()])
+        );
+        let v = m.auth_version();
+        m.upsert_ldap_user("bob", &["cn=a".into()]).await.unwrap();
+        assert_eq!(m.auth_version(), v, "an unchanged login writes nothing");
+        let u = m.upsert_ldap_user("bob", &[]).await.unwrap().unwrap();
+        assert!(u.ldap_groups.is_empty());
+        assert!(
+            !m.set_password("bob", "x").await.unwrap(),
+            "LDAP users have no local password"
+        );
+    }
+}
+
+on_both_dialects! {
+    async fn audit_queries_filter_page_and_prune(m) {
+        let ev = |at: i64, actor: &str, action: &str, resource: &str| AuditEvent {
+            count: 1,
+            id: 0,
+            at,
+            actor: actor.into(),
+            actor_kind: "user".into(),
+            action: action.into(),
+            resource: resource.into(),
+            source: "10.0.0.1".into(),
+            result: "success".into(),
+            detail: String::new(),
+        };
+        let events: Vec<_> = (0..10)
+            .map(|i| {
+                ev(
+                    1000 + i,
+                    if i % 2 == 0 { "alice" } else { "bob" },
+                    if i < 5 { "push" } else { "pull" },
+                    &format!("team/app{}:v{i}", i % 3),
+                )
+            })
+            .collect();
+        m.insert_audit(&events).await.unwrap();
+        let all = AuditFilter {
+            limit: 100,
+            ..Default::default()
+        };
+        let got = m.query_audit(&all).await.unwrap();
+        assert_eq!(got.len(), 10);
+        assert!(got.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+        let f = AuditFilter {
+            actor: Some("alice".into()),
+            action: Some("push".into()),
+            ..all.clone()
+        };
+        assert_eq!(m.query_audit(&f).await.unwrap().len(), 3);
+        let f = AuditFilter {
+            resource: Some("team/app1".into()),
+            ..all.clone()
+        };
+        assert!(
+            m.query_audit(&f)
+                .await
+                .unwrap()
+                .iter()
+                .all(|e| e.resource.starts_with("team/app1"))
+        );
+        // Paging backwards with `before` visits every event once.
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = m
+                .query_audit(&AuditFilter {
+                    limit: 3,
+                    before,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            if page.is_empty() {
+                break;
+            }
+            before = page.last().map(|e| e.id);
+            seen.extend(page.into_iter().map(|e| e.id));
+        }
+        assert_eq!(seen.len(), 10);
+        let f = AuditFilter {
+            since: Some(1005),
+            until: Some(1007),
+            ..all.clone()
+        };
+        assert_eq!(m.query_audit(&f).await.unwrap().len(), 2);
+        assert_eq!(m.prune_audit(1004, 1000).await.unwrap(), 4);
+        assert_eq!(m.query_audit(&all).await.unwrap().len(), 6);
+    }
+}
+
+on_both_dialects! {
+    async fn cached_tags_expire_by_project_and_age(m) {
+        let cache = m.ensure_repo(&repo("hub/library/nginx")).await.unwrap();
+        let local = m.ensure_repo(&repo("team/app")).await.unwrap();
+        // Manifests from an upstream may reference blobs that are not here yet.
+        let mut cached = image(&d("not-here-yet"), 3);
+        cached.from_upstream = true;
+        m.put_manifest(cache, &cached, &["1.27"]).await.unwrap();
+        let cfg = push_blob(&m, local, "cfg").await;
+        m.put_manifest(local, &image(&cfg, 3), &["v1"])
+            .await
+            .unwrap();
+        assert_eq!(
+            m.expire_project_tags("hub", 0, 100).await.unwrap(),
+            0,
+            "none is that old"
+        );
+        let later = now_ms() + 1;
+        assert_eq!(m.expire_project_tags("hub", later, 100).await.unwrap(), 1);
+        assert!(m.list_tags(cache, None, 10).await.unwrap().is_empty());
+        assert_eq!(
+            m.list_tags(local, None, 10).await.unwrap(),
+            ["v1"],
+            "other projects are untouched"
+        );
+    }
 }
 
 /// Two stores on one PostgreSQL schema stand in for two nodes: a tag moved on one is seen on
@@ -516,16 +557,8 @@ async fn cached_tags_expire_by_project_and_age() {
 /// Needs TEST_POSTGRES_URL; under CI=true its absence fails the test.
 #[tokio::test]
 async fn two_nodes_on_postgres_see_each_others_writes() {
-    let url = match std::env::var("TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => u,
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true needs TEST_POSTGRES_URL (scripts/pg-test-server.sh prints one)"
-            );
-            eprintln!("skipped: TEST_POSTGRES_URL is not set");
-            return;
-        }
+    let Some(url) = test_postgres_url() else {
+        return;
     };
     let opts = MetaStore::test_postgres_options(&url).await.unwrap();
     let a = MetaStore::open_postgres(&opts).await.unwrap();
@@ -616,4 +649,269 @@ async fn a_node_refuses_only_a_schema_it_cannot_read() {
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("a node started on a schema it cannot read"),
     }
+}
+
+/// One dialect's migrated schema, in words both can be compared in: tables with their
+/// columns (type, nullability, default), primary keys, unique and foreign-key constraints,
+/// the number of check constraints, and the indexes created on their own.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct SchemaShape {
+    /// `table.column: type null|not null [default <literal>]`
+    columns: std::collections::BTreeSet<String>,
+    /// `table: PRIMARY KEY (a, b)`, `table: UNIQUE (a)`, `table: FOREIGN KEY (a) REFERENCES t(b) ...`
+    constraints: std::collections::BTreeSet<String>,
+    /// `table: n check constraints`
+    checks: std::collections::BTreeSet<String>,
+    /// `name on table (a, b) [unique] [partial]`
+    indexes: std::collections::BTreeSet<String>,
+}
+
+/// A column type as both dialects spell it.
+fn type_class(t: &str) -> &'static str {
+    match t.to_ascii_lowercase().as_str() {
+        "integer" | "bigint" => "integer",
+        "text" => "text",
+        "blob" | "bytea" => "bytes",
+        _ => "unknown",
+    }
+}
+
+/// A default value without PostgreSQL's casts and parentheses.
+fn default_literal(d: &str) -> String {
+    let mut d = d.trim().to_owned();
+    for cast in ["::text", "::bigint", "::integer"] {
+        d = d.replace(cast, "");
+    }
+    d.trim_matches(|c| c == '(' || c == ')').to_owned()
+}
+
+async fn sqlite_shape(m: &MetaStore) -> SchemaShape {
+    use sqlx::Row;
+    let mut s = SchemaShape::default();
+    let tables: Vec<(String, String)> = sqlx::query_as(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'table'
+           AND name NOT LIKE 'sqlite_%' AND name <> '_sqlx_migrations' ORDER BY name",
+    )
+    .fetch_all(&m.read)
+    .await
+    .unwrap();
+    for (t, sql) in &tables {
+        let cols = sqlx::query(
+            "SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_info($1) ORDER BY cid",
+        )
+        .bind(t)
+        .fetch_all(&m.read)
+        .await
+        .unwrap();
+        let mut pk: Vec<(i64, String)> = Vec::new();
+        for c in &cols {
+            let name: String = c.get(0);
+            let pk_pos: i64 = c.get(4);
+            // A primary-key column is never null (SQLite's rowid alias and PostgreSQL's
+            // identity both say so, whatever the declaration).
+            let not_null = c.get::<i64, _>(2) != 0 || pk_pos > 0;
+            let default = c
+                .get::<Option<String>, _>(3)
+                .map(|d| format!(" default {}", default_literal(&d)))
+                .unwrap_or_default();
+            s.columns.insert(format!(
+                "{t}.{name}: {} {}{default}",
+                type_class(c.get::<&str, _>(1)),
+                if not_null { "not null" } else { "null" }
+            ));
+            if pk_pos > 0 {
+                pk.push((pk_pos, name));
+            }
+        }
+        pk.sort();
+        if !pk.is_empty() {
+            let names: Vec<&str> = pk.iter().map(|(_, n)| n.as_str()).collect();
+            s.constraints
+                .insert(format!("{t}: PRIMARY KEY ({})", names.join(", ")));
+        }
+        let fks = sqlx::query(
+            "SELECT \"table\", \"from\", \"to\", on_delete FROM pragma_foreign_key_list($1) ORDER BY id, seq",
+        )
+        .bind(t)
+        .fetch_all(&m.read)
+        .await
+        .unwrap();
+        for f in &fks {
+            let on_delete: String = f.get(3);
+            let action = match on_delete.as_str() {
+                "NO ACTION" => String::new(),
+                other => format!(" ON DELETE {other}"),
+            };
+            s.constraints.insert(format!(
+                "{t}: FOREIGN KEY ({}) REFERENCES {}({}){action}",
+                f.get::<String, _>(1),
+                f.get::<String, _>(0),
+                f.get::<String, _>(2)
+            ));
+        }
+        let checks = sql.to_ascii_uppercase().matches("CHECK (").count();
+        if checks > 0 {
+            s.checks.insert(format!("{t}: {checks} check constraints"));
+        }
+        let indexes =
+            sqlx::query("SELECT name, \"unique\", partial, origin FROM pragma_index_list($1)")
+                .bind(t)
+                .fetch_all(&m.read)
+                .await
+                .unwrap();
+        for i in &indexes {
+            let name: String = i.get(0);
+            let origin: String = i.get(3);
+            let cols: Vec<String> =
+                sqlx::query_scalar("SELECT name FROM pragma_index_info($1) ORDER BY seqno")
+                    .bind(&name)
+                    .fetch_all(&m.read)
+                    .await
+                    .unwrap();
+            match origin.as_str() {
+                "u" => {
+                    s.constraints
+                        .insert(format!("{t}: UNIQUE ({})", cols.join(", ")));
+                }
+                "c" => {
+                    s.indexes.insert(format!(
+                        "{name} on {t} ({}){}{}",
+                        cols.join(", "),
+                        if i.get::<i64, _>(1) != 0 {
+                            " unique"
+                        } else {
+                            ""
+                        },
+                        if i.get::<i64, _>(2) != 0 {
+                            " partial"
+                        } else {
+                            ""
+                        },
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    s
+}
+
+async fn postgres_shape(m: &MetaStore) -> SchemaShape {
+    use sqlx::Row;
+    let mut s = SchemaShape::default();
+    let cols = sqlx::query(
+        "SELECT table_name::text, column_name::text, data_type::text, is_nullable::text,
+                column_default::text, COALESCE(collation_name::text, '')
+         FROM information_schema.columns
+         WHERE table_schema = current_schema() AND table_name <> '_sqlx_migrations'",
+    )
+    .fetch_all(&m.read)
+    .await
+    .unwrap();
+    for c in &cols {
+        let (t, name, ty): (String, String, String) = (c.get(0), c.get(1), c.get(2));
+        let default = c
+            .get::<Option<String>, _>(4)
+            .map(|d| format!(" default {}", default_literal(&d)))
+            .unwrap_or_default();
+        s.columns.insert(format!(
+            "{t}.{name}: {} {}{default}",
+            type_class(&ty),
+            if c.get::<&str, _>(3) == "NO" {
+                "not null"
+            } else {
+                "null"
+            }
+        ));
+        // Text compares bytewise on both dialects (SQLite's BINARY is the default there).
+        if ty == "text" {
+            assert_eq!(
+                c.get::<&str, _>(5),
+                "C",
+                "{t}.{name} is text without COLLATE \"C\": it would not sort like SQLite"
+            );
+        }
+    }
+    let constraints = sqlx::query(
+        "SELECT conrelid::regclass::text, contype::text, pg_get_constraintdef(oid)
+         FROM pg_constraint WHERE connamespace = current_schema()::regnamespace
+           AND conrelid::regclass::text <> '_sqlx_migrations'",
+    )
+    .fetch_all(&m.read)
+    .await
+    .unwrap();
+    let mut checks: std::collections::BTreeMap<String, usize> = Default::default();
+    for c in &constraints {
+        let t: String = c.get(0);
+        let def: String = c.get(2);
+        match c.get::<&str, _>(1) {
+            "c" => *checks.entry(t).or_default() += 1,
+            _ => {
+                // "FOREIGN KEY (a) REFERENCES t(b) ON DELETE CASCADE", "PRIMARY KEY (a, b)".
+                s.constraints.insert(format!("{t}: {def}"));
+            }
+        }
+    }
+    for (t, n) in checks {
+        s.checks.insert(format!("{t}: {n} check constraints"));
+    }
+    let indexes = sqlx::query(
+        "SELECT i.relname::text, t.relname::text, ix.indisunique, ix.indpred IS NOT NULL,
+                (SELECT string_agg(pg_get_indexdef(ix.indexrelid, k, true), ', ' ORDER BY k)
+                 FROM generate_series(1, ix.indnatts) k)
+         FROM pg_index ix
+         JOIN pg_class i ON i.oid = ix.indexrelid
+         JOIN pg_class t ON t.oid = ix.indrelid
+         WHERE t.relnamespace = current_schema()::regnamespace AND t.relname <> '_sqlx_migrations'
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = ix.indexrelid)",
+    )
+    .fetch_all(&m.read)
+    .await
+    .unwrap();
+    for i in &indexes {
+        s.indexes.insert(format!(
+            "{} on {} ({}){}{}",
+            i.get::<String, _>(0),
+            i.get::<String, _>(1),
+            i.get::<String, _>(4),
+            if i.get::<bool, _>(2) { " unique" } else { "" },
+            if i.get::<bool, _>(3) { " partial" } else { "" },
+        ));
+    }
+    s
+}
+
+/// The two migration lists describe the same schema: every table, column (type class,
+/// nullability, default), key, constraint and index of one is in the other.
+#[tokio::test]
+async fn both_dialects_migrate_to_the_same_schema() {
+    let Some(url) = test_postgres_url() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lite = MetaStore::open_sqlite(&dir.path().join("berth.db"))
+        .await
+        .unwrap();
+    let opts = MetaStore::test_postgres_options(&url).await.unwrap();
+    let pg = MetaStore::open_postgres(&opts).await.unwrap();
+    let (a, b) = (sqlite_shape(&lite).await, postgres_shape(&pg).await);
+    assert!(a.columns.len() > 50, "the SQLite schema looks empty: {a:?}");
+    let diff = |what: &str,
+                x: &std::collections::BTreeSet<String>,
+                y: &std::collections::BTreeSet<String>| {
+        let only_sqlite: Vec<&String> = x.difference(y).collect();
+        let only_pg: Vec<&String> = y.difference(x).collect();
+        if only_sqlite.is_empty() && only_pg.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "{what}:\n  only in SQLite: {only_sqlite:#?}\n  only in PostgreSQL: {only_pg:#?}\n"
+            )
+        }
+    };
+    let report = diff("columns", &a.columns, &b.columns)
+        + &diff("constraints", &a.constraints, &b.constraints)
+        + &diff("check constraints", &a.checks, &b.checks)
+        + &diff("indexes", &a.indexes, &b.indexes);
+    assert!(report.is_empty(), "the dialects' schemas differ:\n{report}");
 }

@@ -111,6 +111,44 @@ pub(crate) async fn resolve(conn: &mut AnyConnection, repo: &RepoRef, limit: u64
 }
 
 impl MetaStore {
+    pub async fn repo_id(&self, name: &RepoName) -> Result<Option<i64>> {
+        if let Some(id) = self.cache.repo(name.as_str()) {
+            return Ok(Some(id));
+        }
+        let generation = self.cache.generation();
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&self.read)
+            .await?;
+        if let Some(id) = id {
+            self.cache.fill_repo(generation, name.as_str(), id);
+        }
+        Ok(id)
+    }
+
+    /// The repository's id, creating it (and its project) on first use.
+    pub async fn ensure_repo(&self, name: &RepoName) -> Result<i64> {
+        if let Some(id) = self.repo_id(name).await? {
+            return Ok(id);
+        }
+        let mut tx = self.begin_write().await?;
+        let id = resolve(&mut tx, &RepoRef::from(name), self.repository_limit()).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Repository names after `last`, in bytewise order, at most `n`.
+    pub async fn list_repos(&self, last: Option<&str>, n: u32) -> Result<Vec<String>> {
+        let rows = sqlx::query_scalar(
+            "SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2",
+        )
+        .bind(last.unwrap_or(""))
+        .bind(n as i64)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows)
+    }
+
     /// Sets `limits.repositories_per_project` (0: no limit).
     pub fn set_repository_limit(&self, limit: u64) {
         self.repo_limit

@@ -1,0 +1,121 @@
+//! Tags: resolving one (a primary-key lookup, cached), listing, deleting, the age-based
+//! eviction of a proxy project's tags, and the admin API's tag rows.
+
+use berth_core::Digest;
+use sqlx::{Any, Transaction};
+
+use crate::{MetaStore, Result, gc, now_ms, parse_digest};
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TagRow {
+    pub name: String,
+    #[sqlx(try_from = "String")]
+    pub digest: Digest,
+    pub updated_at: i64,
+}
+
+impl MetaStore {
+    pub async fn resolve_tag(&self, repo_id: i64, tag: &str) -> Result<Option<Digest>> {
+        if let Some(d) = self.cache.tag(repo_id, tag) {
+            return Ok(Some(d));
+        }
+        let generation = self.cache.generation();
+        let d: Option<String> =
+            sqlx::query_scalar("SELECT digest FROM tags WHERE repo_id = $1 AND name = $2")
+                .bind(repo_id)
+                .bind(tag)
+                .fetch_optional(&self.read)
+                .await?;
+        let d = d.as_deref().map(parse_digest).transpose()?;
+        if let Some(d) = &d {
+            self.cache.fill_tag(generation, repo_id, tag, d);
+        }
+        Ok(d)
+    }
+
+    /// Deletes a tag (the manifest stays). False if there was no such tag.
+    pub async fn delete_tag(&self, repo_id: i64, tag: &str) -> Result<bool> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let digest: Option<String> = sqlx::query_scalar(
+            "DELETE FROM tags WHERE repo_id = $1 AND name = $2 RETURNING digest",
+        )
+        .bind(repo_id)
+        .bind(tag)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(d) = &digest {
+            mark_untagged_if_orphan(&mut tx, repo_id, d, now).await?;
+            gc::enqueue_manifest(&mut tx, repo_id, d, now).await?;
+        }
+        tx.commit().await?;
+        self.cache.forget_tag(repo_id, tag);
+        Ok(digest.is_some())
+    }
+
+    /// Deletes up to `limit` tags of the project's repositories last written before `before`
+    /// (the age-based eviction of a pull-through cache), as tag deletes do: their manifests
+    /// are queued for garbage collection. Returns how many went.
+    pub async fn expire_project_tags(&self, project: &str, before: i64, limit: u32) -> Result<u64> {
+        let old: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT t.repo_id, t.name FROM tags t
+             JOIN repositories r ON r.id = t.repo_id
+             JOIN projects p ON p.id = r.project_id
+             WHERE p.name = $1 AND t.updated_at < $2 LIMIT $3",
+        )
+        .bind(project)
+        .bind(before)
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await?;
+        let mut n = 0;
+        for (repo, tag) in old {
+            if self.delete_tag(repo, &tag).await? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Tags of a repository after `last`, in bytewise order, at most `n`.
+    pub async fn list_tags(&self, repo_id: i64, last: Option<&str>, n: u32) -> Result<Vec<String>> {
+        let rows = sqlx::query_scalar(
+            "SELECT name FROM tags WHERE repo_id = $1 AND name > $2 ORDER BY name LIMIT $3",
+        )
+        .bind(repo_id)
+        .bind(last.unwrap_or(""))
+        .bind(n as i64)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows)
+    }
+
+    pub async fn tag_rows(&self, repo_id: i64) -> Result<Vec<TagRow>> {
+        Ok(sqlx::query_as(
+            "SELECT name, digest, updated_at FROM tags WHERE repo_id = $1 ORDER BY name",
+        )
+        .bind(repo_id)
+        .fetch_all(&self.read)
+        .await?)
+    }
+}
+
+/// Marks a manifest as untagged (for the untagged-manifest policy) if no tag points at it.
+pub(crate) async fn mark_untagged_if_orphan(
+    tx: &mut Transaction<'static, Any>,
+    repo_id: i64,
+    digest: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE manifests SET untagged_at = $3
+         WHERE repo_id = $1 AND digest = $2 AND untagged_at IS NULL
+           AND NOT EXISTS (SELECT 1 FROM tags WHERE repo_id = $1 AND digest = $2)",
+    )
+    .bind(repo_id)
+    .bind(digest)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
