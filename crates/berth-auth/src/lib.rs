@@ -26,7 +26,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::OnceCell;
 
 use crate::ldap::{LdapAuth, LdapError};
-use crate::secret::{PasswordHashing, secret_matches};
+use crate::secret::{PasswordHashing, Standing, secret_matches};
 use crate::throttle::FailureThrottle;
 use crate::token::{Access, Claims, ISSUER, KeyRing, TokenError, now_secs};
 
@@ -312,7 +312,7 @@ impl Auth {
             };
             let differs = match self.meta.user_by_name("admin").await? {
                 Some(u) => match &u.password_hash {
-                    Some(h) => !self.hashing.verify(given, h).await?,
+                    Some(h) => !self.hashing.verify(given, h, Standing::Clean).await?,
                     None => true,
                 },
                 None => true,
@@ -428,7 +428,7 @@ impl Auth {
     /// without touching the throttle or the argon2 queue: a fleet logging in with one robot
     /// from one address never queues behind its own attempts. Concurrent logins with the same
     /// credentials share one check, so only distinct guesses count against the throttle, and
-    /// only failures count at all.
+    /// only failures count at all (and checks the password queue shed, against the address).
     pub async fn login(
         &self,
         name: &str,
@@ -494,31 +494,51 @@ impl Auth {
         if let Some(wait) = self.throttle.begin(name, source) {
             return Err(AuthError::Throttled(wait));
         }
-        let result = self.verify(name, password).await;
+        // An address that failed or was shed lately waits behind those that did not: a flood
+        // of guesses turns its own addresses suspect, not the real users'.
+        let standing = if self.throttle.is_suspect(source) {
+            Standing::Suspect
+        } else {
+            Standing::Clean
+        };
+        let result = self.verify(name, password, standing).await;
         match &result {
             Ok(_) => self.throttle.succeeded(name, source),
-            // Only a wrong credential counts as a failure; a directory, a database or a queue
-            // that could not take the check takes the attempt back.
             Err(AuthError::Invalid) => self.throttle.failed_attempt(source),
+            // A check the password queue shed counts against the address, not the pair (the
+            // queue's doing must not lock an account): a flood that only ever gets shed still
+            // reaches the address limit, and is then refused before the queue.
+            Err(AuthError::Busy) => self.throttle.shed(name, source),
+            // A directory or a database that could not take the check takes the attempt back.
             Err(_) => self.throttle.release(name, source),
         }
         result
     }
 
     /// The credential check behind [`Auth::authenticate`]; a success fills the credential
-    /// cache.
-    async fn verify(&self, name: &str, password: &str) -> Result<Principal, AuthError> {
+    /// cache. `standing` places a password check in the argon2 queue.
+    async fn verify(
+        &self,
+        name: &str,
+        password: &str,
+        standing: Standing,
+    ) -> Result<Principal, AuthError> {
         let ck = credential_key(name, password);
         let version = self.meta.auth_version();
         self.credentials.remove(&ck);
-        let p = self.check_password(name, password).await?;
+        let p = self.check_password(name, password, standing).await?;
         // Quoting the version read before the check: a password changed meanwhile makes this
         // entry stale at once.
         self.credentials.put(ck, p.key(), version);
         Ok(p)
     }
 
-    async fn check_password(&self, name: &str, password: &str) -> Result<Principal, AuthError> {
+    async fn check_password(
+        &self,
+        name: &str,
+        password: &str,
+        standing: Standing,
+    ) -> Result<Principal, AuthError> {
         if name.starts_with(ROBOT_PREFIX) {
             // Robot secrets are compared by a fast hash, known robot or not: no timing tells.
             let Some(r) = self.meta.robot_by_name(name).await? else {
@@ -536,9 +556,9 @@ impl Auth {
         match user {
             Some(u) if u.source == "local" => {
                 let ok = match &u.password_hash {
-                    Some(h) => self.hashing.verify(password, h).await?,
+                    Some(h) => self.hashing.verify(password, h, standing).await?,
                     None => {
-                        self.hashing.verify_nothing(password).await?;
+                        self.hashing.verify_nothing(password, standing).await?;
                         false
                     }
                 };
@@ -551,7 +571,7 @@ impl Auth {
                 let Some(ldap) = &self.ldap else {
                     // No such user: spend what a wrong password costs, so that a name's
                     // existence cannot be told from the time the answer takes.
-                    self.hashing.verify_nothing(password).await?;
+                    self.hashing.verify_nothing(password, standing).await?;
                     return Err(AuthError::Invalid);
                 };
                 let Ok(_permit) = self.ldap_permits.try_acquire() else {

@@ -3,10 +3,14 @@
 //! SHA-256: with that much entropy a fast hash is as safe as a slow one).
 //!
 //! The queue: at most `auth.hash_concurrency` checks run at once and at most `auth.hash_queue`
-//! wait. When the queue is full, the attempt that has waited longest is shed (its caller gets
-//! `Busy`, answered 429 with `Retry-After`), so a flood of guesses from many addresses delays
-//! a real first login by at most the queue's length, never by the flood's. Credentials
-//! verified a moment ago never reach the queue (the auth service caches them).
+//! wait, in two classes by the [`Standing`] of the address they come from. Checks from clean
+//! addresses (no failed or shed login within the throttle's window) are served first. When the
+//! queue is full, the suspect check that has waited longest is shed (its caller gets `Busy`,
+//! answered 429 with `Retry-After`, and the shed counts against its address); with only clean
+//! checks waiting, a suspect newcomer is refused at once and a clean one sheds the oldest clean
+//! check. So a flood of guesses, whose addresses turn suspect at their first failure or shed,
+//! delays a real first login by at most the clean checks ahead of it, and cannot shed it.
+//! Credentials verified a moment ago never reach the queue (the auth service caches them).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,9 +56,27 @@ pub fn secret_matches(secret: &str, stored: &[u8]) -> bool {
     secret_hash(secret).ct_eq(stored).into()
 }
 
+/// Where a password check comes from, as the failed-login throttle sees its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// No failed or shed login from the address within the throttle's window (and checks that
+    /// are not logins: new passwords, the admin's bootstrap).
+    Clean,
+    /// Some failed or shed login from the address within the window.
+    Suspect,
+}
+
 struct Queue {
     running: usize,
-    waiting: VecDeque<oneshot::Sender<Permit>>,
+    /// Served before any suspect waiter.
+    clean: VecDeque<oneshot::Sender<Permit>>,
+    suspect: VecDeque<oneshot::Sender<Permit>>,
+}
+
+impl Queue {
+    fn waiting(&self) -> usize {
+        self.clean.len() + self.suspect.len()
+    }
 }
 
 struct Shared {
@@ -69,7 +91,7 @@ struct Permit(Arc<Shared>);
 impl Drop for Permit {
     fn drop(&mut self) {
         let mut q = self.0.queue.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(next) = q.waiting.pop_front() {
+        while let Some(next) = q.clean.pop_front().or_else(|| q.suspect.pop_front()) {
             match next.send(Permit(self.0.clone())) {
                 Ok(()) => return,
                 // The waiter is gone (its request ended): the right stays with us, for the
@@ -82,20 +104,29 @@ impl Drop for Permit {
 }
 
 impl Shared {
-    async fn permit(self: &Arc<Self>) -> Result<Permit, SecretError> {
+    async fn permit(self: &Arc<Self>, standing: Standing) -> Result<Permit, SecretError> {
         let rx = {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             if q.running < self.limit {
                 q.running += 1;
                 return Ok(Permit(self.clone()));
             }
-            if q.waiting.len() >= self.max_waiting {
-                // Shed the attempt that has waited longest: its receiver sees the channel
-                // close.
-                q.waiting.pop_front();
+            if q.waiting() >= self.max_waiting {
+                // Shed the suspect check that has waited longest (its receiver sees the channel
+                // close); with none waiting, a suspect newcomer is the one refused, and a clean
+                // one takes the place of the oldest clean check.
+                if q.suspect.pop_front().is_none() {
+                    match standing {
+                        Standing::Suspect => return Err(SecretError::Busy),
+                        Standing::Clean => drop(q.clean.pop_front()),
+                    }
+                }
             }
             let (tx, rx) = oneshot::channel();
-            q.waiting.push_back(tx);
+            match standing {
+                Standing::Clean => q.clean.push_back(tx),
+                Standing::Suspect => q.suspect.push_back(tx),
+            }
             rx
         };
         rx.await.map_err(|_| SecretError::Busy)
@@ -121,7 +152,8 @@ impl PasswordHashing {
                 max_waiting,
                 queue: Mutex::new(Queue {
                     running: 0,
-                    waiting: VecDeque::new(),
+                    clean: VecDeque::new(),
+                    suspect: VecDeque::new(),
                 }),
             }),
             verified: Arc::default(),
@@ -129,9 +161,9 @@ impl PasswordHashing {
         }
     }
 
-    /// An argon2id PHC string for `password`.
+    /// An argon2id PHC string for `password`; queued as a clean check.
     pub async fn hash(&self, password: &str) -> Result<String, SecretError> {
-        let _permit = self.shared.permit().await?;
+        let _permit = self.shared.permit(Standing::Clean).await?;
         hash_blocking(password.to_owned()).await
     }
 
@@ -141,9 +173,15 @@ impl PasswordHashing {
     }
 
     /// Whether `password` matches the PHC string `phc`. A malformed hash never matches.
-    /// `Busy` when the check was shed from a full queue.
-    pub async fn verify(&self, password: &str, phc: &str) -> Result<bool, SecretError> {
-        let _permit = self.shared.permit().await?;
+    /// `Busy` when the check was shed from a full queue, or refused by it (`standing` says
+    /// which waiters it goes ahead of and which it may displace).
+    pub async fn verify(
+        &self,
+        password: &str,
+        phc: &str,
+        standing: Standing,
+    ) -> Result<bool, SecretError> {
+        let _permit = self.shared.permit(standing).await?;
         self.verified.fetch_add(1, Ordering::Relaxed);
         let password = password.to_owned();
         let phc = phc.to_owned();
@@ -158,7 +196,11 @@ impl PasswordHashing {
 
     /// Spends one verification, as [`PasswordHashing::verify`] would, on a name that has no
     /// password here; never matches.
-    pub async fn verify_nothing(&self, password: &str) -> Result<(), SecretError> {
+    pub async fn verify_nothing(
+        &self,
+        password: &str,
+        standing: Standing,
+    ) -> Result<(), SecretError> {
         let dummy = self
             .dummy
             .get_or_try_init(|| async {
@@ -166,7 +208,7 @@ impl PasswordHashing {
                 hash_blocking(secret).await
             })
             .await?;
-        self.verify(password, dummy).await.map(|_| ())
+        self.verify(password, dummy, standing).await.map(|_| ())
     }
 }
 
@@ -191,23 +233,35 @@ mod tests {
         let h = PasswordHashing::new(1, 4);
         let phc = h.hash("correct horse").await.unwrap();
         assert!(phc.starts_with("$argon2id$"));
-        assert!(h.verify("correct horse", &phc).await.unwrap());
-        assert!(!h.verify("correct horsf", &phc).await.unwrap());
-        assert!(!h.verify("x", "not a hash").await.unwrap());
+        assert!(
+            h.verify("correct horse", &phc, Standing::Clean)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !h.verify("correct horsf", &phc, Standing::Clean)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !h.verify("x", "not a hash", Standing::Suspect)
+                .await
+                .unwrap()
+        );
         assert_ne!(phc, h.hash("correct horse").await.unwrap(), "salted");
         let before = h.verifications();
-        h.verify_nothing("anything").await.unwrap();
+        h.verify_nothing("anything", Standing::Clean).await.unwrap();
         assert_eq!(h.verifications(), before + 1);
     }
 
     #[tokio::test]
     async fn a_full_queue_sheds_its_oldest_waiter() {
         let h = PasswordHashing::new(1, 2);
-        let running = h.shared.permit().await.unwrap();
+        let running = h.shared.permit(Standing::Clean).await.unwrap();
         let mut waiters: Vec<_> = (0..3)
             .map(|_| {
                 let s = h.shared.clone();
-                tokio::spawn(async move { s.permit().await.map(drop) })
+                tokio::spawn(async move { s.permit(Standing::Clean).await.map(drop) })
             })
             .collect();
         // Let all three queue (in spawn order, on this single-threaded runtime).
@@ -225,7 +279,89 @@ mod tests {
         }
         // Everything was handed back.
         let q = h.shared.queue.lock().unwrap();
-        assert_eq!((q.running, q.waiting.len()), (0, 0));
+        assert_eq!((q.running, q.waiting()), (0, 0));
+    }
+
+    /// Runs every task that can run (the test runtime has one thread).
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    type Served = Arc<Mutex<Vec<&'static str>>>;
+
+    /// Queues a check named `name` (after those queued before it); it records in `served` when
+    /// it runs.
+    async fn queue_check(
+        h: &PasswordHashing,
+        served: &Served,
+        name: &'static str,
+        standing: Standing,
+    ) -> tokio::task::JoinHandle<Result<(), SecretError>> {
+        let (s, served) = (h.shared.clone(), served.clone());
+        let task = tokio::spawn(async move {
+            let permit = s.permit(standing).await?;
+            served.lock().unwrap().push(name);
+            drop(permit);
+            Ok(())
+        });
+        settle().await;
+        task
+    }
+
+    #[tokio::test]
+    async fn clean_checks_go_first_and_suspect_ones_are_shed_first() {
+        let h = PasswordHashing::new(1, 3);
+        let served = Served::default();
+        let queue = |name, standing| queue_check(&h, &served, name, standing);
+        let busy = |r: Result<Result<(), SecretError>, tokio::task::JoinError>| {
+            matches!(r.expect("the task ends"), Err(SecretError::Busy))
+        };
+
+        // A queue full of suspect checks: a clean arrival sheds the oldest of them and is
+        // served before the others.
+        let running = h.shared.permit(Standing::Clean).await.unwrap();
+        let s1 = queue("s1", Standing::Suspect).await;
+        let s2 = queue("s2", Standing::Suspect).await;
+        let s3 = queue("s3", Standing::Suspect).await;
+        let c1 = queue("c1", Standing::Clean).await;
+        assert!(s1.is_finished(), "the oldest suspect check is shed at once");
+        assert!(busy(s1.await));
+        drop(running);
+        for t in [s2, s3, c1] {
+            assert!(t.await.unwrap().is_ok());
+        }
+        assert_eq!(*served.lock().unwrap(), ["c1", "s2", "s3"]);
+        served.lock().unwrap().clear();
+
+        // Suspect checks are shed before clean ones, however recent.
+        let running = h.shared.permit(Standing::Clean).await.unwrap();
+        let c2 = queue("c2", Standing::Clean).await;
+        let s4 = queue("s4", Standing::Suspect).await;
+        let s5 = queue("s5", Standing::Suspect).await;
+        let c3 = queue("c3", Standing::Clean).await;
+        assert!(busy(s4.await), "the oldest suspect check is shed first");
+        let c4 = queue("c4", Standing::Clean).await;
+        assert!(busy(s5.await), "then the next suspect one");
+
+        // Only clean checks wait: a suspect newcomer is refused at once, without displacing
+        // any; a clean one sheds the oldest clean check.
+        let s6 = queue("s6", Standing::Suspect).await;
+        assert!(s6.is_finished(), "refused without waiting");
+        assert!(busy(s6.await));
+        let c5 = queue("c5", Standing::Clean).await;
+        assert!(
+            busy(c2.await),
+            "the oldest clean check makes room for a clean one"
+        );
+        drop(running);
+        for t in [c3, c4, c5] {
+            assert!(t.await.unwrap().is_ok());
+        }
+        assert_eq!(*served.lock().unwrap(), ["c3", "c4", "c5"]);
+        let q = h.shared.queue.lock().unwrap();
+        assert_eq!((q.running, q.waiting()), (0, 0));
     }
 
     #[test]

@@ -2,6 +2,11 @@
 //! address within a sliding window. A pair over its limit is refused until the window passes;
 //! an address over four times the limit (over all names) is refused the same way. Counting per
 //! pair means a stranger elsewhere cannot lock an account out.
+//!
+//! Logins shed by the full password-check queue count against their address only (the queue's
+//! doing must not lock an account), so a flood from many addresses reaches the address limit
+//! too. An address with any failure or shed login in the window is suspect: its password checks
+//! wait behind those of clean addresses ([`crate::secret::Standing`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -64,12 +69,35 @@ impl FailureThrottle {
 
     /// The attempt begun for this pair failed: it also counts against the address.
     pub fn failed_attempt(&self, addr: IpAddr) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.count_against(&mut s, addr);
+    }
+
+    /// The attempt begun for this pair was shed by the password-check queue: taken back from
+    /// the pair, counted against the address.
+    pub fn shed(&self, user: &str, addr: IpAddr) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(q) = s.pairs.get_mut(&(user.to_owned(), addr)) {
+            q.pop_back();
+        }
+        self.count_against(&mut s, addr);
+    }
+
+    fn count_against(&self, s: &mut Windows, addr: IpAddr) {
+        let now = Instant::now();
+        let q = s.addresses.entry(addr).or_default();
+        prune(q, now, self.window);
+        q.push_back(now);
+    }
+
+    /// Whether any login from `addr` failed or was shed within the window.
+    pub fn is_suspect(&self, addr: IpAddr) -> bool {
         let now = Instant::now();
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let window = self.window;
-        let q = s.addresses.entry(addr).or_default();
-        prune(q, now, window);
-        q.push_back(now);
+        s.addresses.get_mut(&addr).is_some_and(|q| {
+            prune(q, now, self.window);
+            !q.is_empty()
+        })
     }
 
     /// Takes back an attempt that neither succeeded nor failed (the check could not be made).
@@ -170,12 +198,39 @@ mod tests {
     }
 
     #[test]
+    fn sheds_count_against_the_address_only() {
+        let t = FailureThrottle::new(2, Duration::from_secs(60));
+        let a: IpAddr = "10.0.0.3".parse().unwrap();
+        let b: IpAddr = "10.0.0.4".parse().unwrap();
+        assert!(!t.is_suspect(a));
+        for _ in 0..7 {
+            assert!(
+                t.begin("alice", a).is_none(),
+                "a shed does not lock the pair"
+            );
+            t.shed("alice", a);
+            assert!(t.is_suspect(a));
+        }
+        assert!(t.begin("alice", a).is_none());
+        t.shed("alice", a);
+        assert!(
+            t.check("bob", a).is_some(),
+            "the address is throttled after 4x the limit"
+        );
+        assert!(!t.is_suspect(b));
+        t.failed("x", b);
+        assert!(t.is_suspect(b), "a failure makes the address suspect too");
+    }
+
+    #[test]
     fn windows_expire() {
         let t = FailureThrottle::new(1, Duration::from_millis(30));
         let a: IpAddr = "::1".parse().unwrap();
         t.failed("x", a);
         assert!(t.check("x", a).is_some());
+        assert!(t.is_suspect(a));
         std::thread::sleep(Duration::from_millis(40));
         assert!(t.check("x", a).is_none());
+        assert!(!t.is_suspect(a));
     }
 }
