@@ -223,6 +223,28 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_network_counts_as_one_address() {
+        // One host owns a whole /64 and can send from any of its 2^64 addresses.
+        let t = FailureThrottle::new(2, Duration::from_secs(60));
+        for i in 0..(2 * ADDRESS_FACTOR) {
+            let a: IpAddr = format!("2001:db8:1:2::{:x}", i + 1).parse().unwrap();
+            t.failed(&format!("user{i}"), a);
+        }
+        let other_host: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert!(t.check("someone", other_host).is_some(), "the /64 is throttled");
+        assert!(t.is_suspect(other_host));
+        let next_network: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(t.check("someone", next_network).is_none());
+        assert!(!t.is_suspect(next_network));
+        // An IPv4 address written as IPv6 is the IPv4 address.
+        let v4: IpAddr = "10.1.1.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:10.1.1.1".parse().unwrap();
+        t.failed("x", v4);
+        t.failed("x", v4);
+        assert!(t.check("x", mapped).is_some());
+    }
+
+    #[test]
     fn windows_expire() {
         let t = FailureThrottle::new(1, Duration::from_millis(30));
         let a: IpAddr = "::1".parse().unwrap();
