@@ -421,6 +421,36 @@ impl Conn {
     }
 }
 
+/// One keep-alive connection to each node of a registry, taken in turn: each request goes to
+/// the node after the previous request's, as a load balancer spreading requests round-robin
+/// sends them. With one node it is one [`Conn`].
+pub struct RoundRobin {
+    conns: Vec<Conn>,
+    next: usize,
+}
+
+impl RoundRobin {
+    /// The first request goes to node `first` (modulo the count), so that workers starting
+    /// together start on different nodes.
+    pub fn new(nodes: &[Arc<Endpoint>], first: usize, timeout: Duration) -> Self {
+        assert!(!nodes.is_empty(), "a registry has at least one node");
+        Self {
+            conns: nodes
+                .iter()
+                .map(|ep| Conn::new(ep.clone()).with_timeout(timeout))
+                .collect(),
+            next: first % nodes.len(),
+        }
+    }
+
+    /// The connection to the node whose turn it is.
+    pub fn turn(&mut self) -> &mut Conn {
+        let i = self.next;
+        self.next = (i + 1) % self.conns.len();
+        &mut self.conns[i]
+    }
+}
+
 async fn next_frame(body: &mut Incoming) -> Option<Result<Frame<Bytes>, hyper::Error>> {
     std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
 }

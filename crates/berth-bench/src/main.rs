@@ -8,6 +8,7 @@
 mod data;
 mod http;
 mod limits;
+mod loads;
 mod ops;
 mod refserver;
 mod report;

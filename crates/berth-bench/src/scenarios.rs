@@ -16,6 +16,7 @@ use sha2::{Digest as _, Sha256};
 use crate::Cli;
 use crate::data::{Blob, BlobMaker, random_pool};
 use crate::http::{Conn, Endpoint, ReqBody, next_link};
+use crate::loads::{self, workers};
 use crate::ops::{self, Monolithic};
 use crate::report::{self, BERTH, Cell, DIST, MACHINE, Metrics, NGINX, Row};
 
@@ -220,23 +221,6 @@ fn loopback(url: &str) -> anyhow::Result<SocketAddr> {
         "{url}: the benchmark only sends traffic to loopback addresses"
     );
     Ok(addr)
-}
-
-/// Runs `conc` workers made by `f` (each gets its index) and merges what they measured.
-async fn workers<F, Fut>(conc: usize, f: F) -> Tally
-where
-    F: Fn(usize) -> Fut,
-    Fut: Future<Output = Tally> + Send + 'static,
-{
-    let handles: Vec<_> = (0..conc).map(|w| tokio::spawn(f(w))).collect();
-    let mut all = Tally::default();
-    for h in handles {
-        match h.await {
-            Ok(t) => all.merge(t),
-            Err(e) => all.fail(format!("worker failed: {e}")),
-        }
-    }
-    all
 }
 
 fn progress(msg: impl AsRef<str>) {
@@ -1001,36 +985,15 @@ async fn small(ctx: &mut Ctx) -> anyhow::Result<()> {
                 srv.reset_peak();
             }
             for pulling in [false, true] {
-                let next = Arc::new(AtomicUsize::new(0));
-                let t = Instant::now();
-                let tally = workers(plan.small_conc, |_| {
-                    let (ep, blobs, next, repo) =
-                        (ep.clone(), blobs.clone(), next.clone(), repo.clone());
-                    async move {
-                        let mut t = Tally::default();
-                        let mut conn = Conn::new(ep).with_timeout(Duration::from_secs(30));
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(b) = blobs.get(i) else { break };
-                            let s = Instant::now();
-                            let r = if pulling {
-                                let path = format!("/v2/{repo}/blobs/{}", b.digest);
-                                ops::pull_blob(&mut conn, &path, b.len(), &b.digest, true)
-                                    .await
-                                    .map(|_| ())
-                            } else {
-                                ops::push_monolithic(&mut conn, mode, &repo, b).await
-                            };
-                            match r {
-                                Ok(()) => t.ok(s),
-                                Err(e) => t.fail(format!("{e:#}")),
-                            }
-                        }
-                        t
-                    }
-                })
+                let (tally, secs) = loads::small_blobs(
+                    std::slice::from_ref(&ep),
+                    mode,
+                    &repo,
+                    &blobs,
+                    plan.small_conc,
+                    pulling,
+                )
                 .await;
-                let secs = t.elapsed().as_secs_f64();
                 let op = if pulling { "small_pull" } else { "small_push" };
                 ctx.tally(who, op, &tally);
                 let ops_s = tally.count() as f64 / secs;
@@ -1091,28 +1054,13 @@ async fn manifests(ctx: &mut Ctx) -> anyhow::Result<()> {
                     ))
                 })
                 .collect();
-            let mut conn = Conn::new(ep);
-            let mut put = Tally::default();
-            let t = Instant::now();
-            for (k, b) in bodies.iter().enumerate() {
-                let s = Instant::now();
-                match ops::put_manifest(&mut conn, "bench/man", &format!("m{run}-{k}"), b).await {
-                    Ok(()) => put.ok(s),
-                    Err(e) => put.fail(format!("{e:#}")),
-                }
-            }
-            let put_secs = t.elapsed().as_secs_f64();
-            let mut get = Tally::default();
-            let t = Instant::now();
-            for b in &bodies {
-                let path = format!("/v2/bench/man/manifests/{}", crate::data::sha256_hex(b));
-                let s = Instant::now();
-                match ops::get_manifest(&mut conn, &path, b.len()).await {
-                    Ok(()) => get.ok(s),
-                    Err(e) => get.fail(format!("{e:#}")),
-                }
-            }
-            let get_secs = t.elapsed().as_secs_f64();
+            let loads::PutThenGet {
+                put,
+                put_secs,
+                get,
+                get_secs,
+            } = loads::manifests_one_at_a_time(&[ep], "bench/man", &format!("m{run}-"), &bodies)
+                .await;
             ctx.tally(who, "manifest PUT", &put);
             ctx.tally(who, "manifest GET by digest", &get);
             for (id, t, secs) in [("man_put", &put, put_secs), ("man_get", &get, get_secs)] {
@@ -1142,25 +1090,8 @@ async fn manifests(ctx: &mut Ctx) -> anyhow::Result<()> {
         }
         let len = ctx.hot_manifest.len();
         for (who, ep, path) in targets {
-            let deadline = Instant::now() + plan.hot_duration;
-            let t = Instant::now();
-            let tally = workers(plan.hot_conc, |_| {
-                let ep = ep.clone();
-                async move {
-                    let mut t = Tally::default();
-                    let mut conn = Conn::new(ep).with_timeout(Duration::from_secs(10));
-                    while Instant::now() < deadline {
-                        let s = Instant::now();
-                        match ops::get_manifest(&mut conn, path, len).await {
-                            Ok(()) => t.ok(s),
-                            Err(e) => t.fail(format!("{e:#}")),
-                        }
-                    }
-                    t
-                }
-            })
-            .await;
-            let secs = t.elapsed().as_secs_f64();
+            let (tally, secs) =
+                loads::hot_get(&[ep], path, len, plan.hot_conc, plan.hot_duration).await;
             ctx.tally(who, "manifest GET by tag c64", &tally);
             let rps = tally.count() as f64 / secs;
             ctx.m.add("hot_rps", who, rps);
