@@ -7,9 +7,13 @@
 //! doing must not lock an account), so a flood from many addresses reaches the address limit
 //! too. An address with any failure or shed login in the window is suspect: its password checks
 //! wait behind those of clean addresses ([`crate::secret::Standing`]).
+//!
+//! An IPv6 address counts by its /64 network: one host is routinely given a whole /64 and can
+//! send from any address in it. An IPv4 address written as IPv6 (`::ffff:a.b.c.d`) is the
+//! IPv4 address.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -29,6 +33,17 @@ pub struct FailureThrottle {
     max: usize,
     window: Duration,
     state: Mutex<Windows>,
+}
+
+/// The key an address is counted under: itself for IPv4, its /64 network for IPv6.
+fn source(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+    }
 }
 
 fn prune(q: &mut VecDeque<Instant>, now: Instant, window: Duration) {
@@ -52,6 +67,7 @@ impl FailureThrottle {
     /// [`FailureThrottle::succeeded`] or [`FailureThrottle::release`] take it back, and
     /// [`FailureThrottle::failed_attempt`] counts it against the address as well.
     pub fn begin(&self, user: &str, addr: IpAddr) -> Option<Duration> {
+        let addr = source(addr);
         let now = Instant::now();
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(wait) = self.wait(&mut s, user, addr, now) {
@@ -69,6 +85,7 @@ impl FailureThrottle {
 
     /// The attempt begun for this pair failed: it also counts against the address.
     pub fn failed_attempt(&self, addr: IpAddr) {
+        let addr = source(addr);
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         self.count_against(&mut s, addr);
     }
@@ -76,6 +93,7 @@ impl FailureThrottle {
     /// The attempt begun for this pair was shed by the password-check queue: taken back from
     /// the pair, counted against the address.
     pub fn shed(&self, user: &str, addr: IpAddr) {
+        let addr = source(addr);
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(q) = s.pairs.get_mut(&(user.to_owned(), addr)) {
             q.pop_back();
@@ -92,6 +110,7 @@ impl FailureThrottle {
 
     /// Whether any login from `addr` failed or was shed within the window.
     pub fn is_suspect(&self, addr: IpAddr) -> bool {
+        let addr = source(addr);
         let now = Instant::now();
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.addresses.get_mut(&addr).is_some_and(|q| {
@@ -102,6 +121,7 @@ impl FailureThrottle {
 
     /// Takes back an attempt that neither succeeded nor failed (the check could not be made).
     pub fn release(&self, user: &str, addr: IpAddr) {
+        let addr = source(addr);
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(q) = s.pairs.get_mut(&(user.to_owned(), addr)) {
             q.pop_back();
@@ -110,6 +130,7 @@ impl FailureThrottle {
 
     /// `Some(wait)` when attempts for this pair or address must be refused for `wait`.
     pub fn check(&self, user: &str, addr: IpAddr) -> Option<Duration> {
+        let addr = source(addr);
         let now = Instant::now();
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         self.wait(&mut s, user, addr, now)
@@ -147,6 +168,7 @@ impl FailureThrottle {
 
     /// A successful login forgets the pair's failures (not the address's).
     pub fn succeeded(&self, user: &str, addr: IpAddr) {
+        let addr = source(addr);
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.pairs.remove(&(user.to_owned(), addr));
     }
@@ -231,7 +253,10 @@ mod tests {
             t.failed(&format!("user{i}"), a);
         }
         let other_host: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
-        assert!(t.check("someone", other_host).is_some(), "the /64 is throttled");
+        assert!(
+            t.check("someone", other_host).is_some(),
+            "the /64 is throttled"
+        );
         assert!(t.is_suspect(other_host));
         let next_network: IpAddr = "2001:db8:1:3::1".parse().unwrap();
         assert!(t.check("someone", next_network).is_none());
