@@ -449,6 +449,12 @@ impl RoundRobin {
         self.next = (i + 1) % self.conns.len();
         &mut self.conns[i]
     }
+
+    /// The connection to node `i` (modulo the count), out of turn.
+    pub fn node(&mut self, i: usize) -> &mut Conn {
+        let n = self.conns.len();
+        &mut self.conns[i % n]
+    }
 }
 
 async fn next_frame(body: &mut Incoming) -> Option<Result<Frame<Bytes>, hyper::Error>> {

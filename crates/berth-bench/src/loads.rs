@@ -127,22 +127,23 @@ pub async fn manifests_one_at_a_time(
 /// it can, until `duration` has passed. Returns what they measured and the seconds it took.
 pub async fn hot_get(
     nodes: &[Arc<Endpoint>],
-    path: &'static str,
+    path: &str,
     len: usize,
     conc: usize,
     duration: Duration,
 ) -> (Tally, f64) {
     let nodes: Arc<[Arc<Endpoint>]> = nodes.into();
+    let path: Arc<str> = path.into();
     let deadline = Instant::now() + duration;
     let t = Instant::now();
     let tally = workers(conc, |w| {
-        let nodes = nodes.clone();
+        let (nodes, path) = (nodes.clone(), path.clone());
         async move {
             let mut t = Tally::default();
             let mut rr = RoundRobin::new(&nodes, w, Duration::from_secs(10));
             while Instant::now() < deadline {
                 let s = Instant::now();
-                match ops::get_manifest(rr.turn(), path, len).await {
+                match ops::get_manifest(rr.turn(), &path, len).await {
                     Ok(()) => t.ok(s),
                     Err(e) => t.fail(format!("{e:#}")),
                 }

@@ -10,6 +10,7 @@ mod http;
 mod limits;
 mod loads;
 mod ops;
+mod postgres;
 mod refserver;
 mod report;
 mod scenarios;
@@ -28,7 +29,9 @@ use clap::Parser;
 /// ports in temporary directories, drives them with the Distribution HTTP API, and prints a
 /// table: each figure is the median of the interleaved runs (peak RSS: the maximum). The JSON
 /// file holds every run's figure. The `limits` scenario starts berths of its own and loads
-/// them with silent connections, slowloris, upload sessions and a wrong-password flood.
+/// them with silent connections, slowloris, upload sessions and a wrong-password flood. The
+/// `postgres` scenario starts berths of its own on SQLite, on PostgreSQL, and three nodes
+/// sharing one PostgreSQL database (--postgres-url), and prints them side by side.
 ///
 /// Targets are printed beside the figures, never asserted. The exit status is 1 when the
 /// benchmark could not run or when any request failed (wrong status, size or digest).
@@ -61,10 +64,22 @@ pub struct Cli {
     #[arg(long)]
     pub runs: Option<usize>,
     /// Only these scenarios (comma-separated): push, pull, small, manifests, tags, mixed, gc,
-    /// startup, limits; or some loads of limits: limits:silent, limits:slowloris,
-    /// limits:uploads, limits:logins.
+    /// startup, postgres, limits; or some parts of postgres: postgres:small,
+    /// postgres:manifests, postgres:tagmove; or some loads of limits: limits:silent,
+    /// limits:slowloris, limits:uploads, limits:logins.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// A PostgreSQL server on loopback for the postgres scenario (SQLite against PostgreSQL, 1
+    /// and 3 nodes), as a URL whose role may create databases, e.g.
+    /// postgres://postgres@127.0.0.1:5432/postgres. The scenario creates databases of its own
+    /// there and drops them at the end. Without it, the scenario is skipped.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "BERTH_BENCH_POSTGRES_URL",
+        hide_env_values = true
+    )]
+    pub postgres_url: Option<String>,
     /// Where the JSON results go.
     #[arg(long, value_name = "PATH", default_value = "target/bench/results.json")]
     pub json: PathBuf,

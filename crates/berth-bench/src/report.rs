@@ -180,78 +180,100 @@ pub fn table(rows: &[Row]) -> String {
         "berth/reference",
         "target",
     ];
-    let mut lines: Vec<[String; 7]> = Vec::new();
+    let mut lines = Vec::new();
+    let mut section = "";
     for r in rows {
+        if r.section != section {
+            section = r.section;
+            lines.push(Line::Section(section.to_owned()));
+        }
         let reference = match (&r.reference, r.reference_what.is_empty()) {
             (Cell::None, _) => "–".to_owned(),
             (c, true) => c.show(),
             (c, false) => format!("{} ({})", c.show(), r.reference_what),
         };
-        let target = match r.met {
-            Some(true) => format!("{} (met)", r.target),
-            Some(false) => format!("{} (MISSED)", r.target),
-            None => r.target.clone(),
-        };
-        lines.push([
+        lines.push(Line::Cells(vec![
             r.label.clone(),
             r.berth.show(),
             r.dist.show(),
             reference,
             fmt_ratio(r.ratio_dist()),
             fmt_ratio(r.ratio_ref()),
-            if target.is_empty() {
-                "–".into()
-            } else {
-                target
-            },
-        ]);
+            target_text(&r.target, r.met),
+        ]));
     }
-    let mut width = header.map(|h| h.chars().count());
-    for l in &lines {
-        for (w, c) in width.iter_mut().zip(l) {
-            *w = (*w).max(c.chars().count());
+    markdown(
+        &header,
+        &[true, false, false, true, false, false, true],
+        &lines,
+    )
+}
+
+/// A target with whether it was met, when judged; "–" for none.
+pub fn target_text(target: &str, met: Option<bool>) -> String {
+    match met {
+        Some(true) => format!("{target} (met)"),
+        Some(false) => format!("{target} (MISSED)"),
+        None if target.is_empty() => "–".into(),
+        None => target.to_owned(),
+    }
+}
+
+/// A line of a [`markdown`] table: a section title, or one cell per column.
+pub enum Line {
+    Section(String),
+    Cells(Vec<String>),
+}
+
+/// A Markdown table padded to its columns' widths, so that it reads as plain text too. Columns
+/// whose `left` is true (text) are aligned left, the others (figures) right. A section title
+/// is a bold first cell on a line of its own.
+pub fn markdown(header: &[&str], left: &[bool], lines: &[Line]) -> String {
+    let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for l in lines {
+        if let Line::Cells(cells) = l {
+            for (w, c) in width.iter_mut().zip(cells) {
+                *w = (*w).max(c.chars().count());
+            }
         }
     }
     let mut out = String::new();
-    let row = |out: &mut String, cells: &[String]| {
+    let row = |out: &mut String, cells: &[String], all_left: bool| {
         out.push('|');
         for (i, c) in cells.iter().enumerate() {
-            let pad = width[i] - c.chars().count();
-            if i == 0 || i == 6 || i == 3 {
-                let _ = write!(out, " {c}{} |", " ".repeat(pad));
+            let pad = " ".repeat(width[i].saturating_sub(c.chars().count()));
+            if all_left || left[i] {
+                let _ = write!(out, " {c}{pad} |");
             } else {
-                let _ = write!(out, " {}{c} |", " ".repeat(pad));
+                let _ = write!(out, " {pad}{c} |");
             }
         }
         out.push('\n');
     };
-    row(&mut out, &header.map(str::to_owned));
+    row(
+        &mut out,
+        &header.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+        false,
+    );
     out.push('|');
     for (i, w) in width.iter().enumerate() {
         let dashes = "-".repeat(*w);
-        if i == 0 || i == 6 || i == 3 {
+        if left[i] {
             let _ = write!(out, " {dashes} |");
         } else {
-            let _ = write!(out, " {}:|", &dashes[..dashes.len()]);
+            let _ = write!(out, " {dashes}:|");
         }
     }
     out.push('\n');
-    let mut section = "";
-    for (r, l) in rows.iter().zip(&lines) {
-        if r.section != section {
-            section = r.section;
-            let mut cells: Vec<String> = vec![format!("**{section}**")];
-            cells.extend(std::iter::repeat_n(String::new(), 6));
-            let mut sec = String::new();
-            sec.push('|');
-            for (i, c) in cells.iter().enumerate() {
-                let pad = width[i].saturating_sub(c.chars().count());
-                let _ = write!(sec, " {c}{} |", " ".repeat(pad));
+    for l in lines {
+        match l {
+            Line::Section(title) => {
+                let mut cells = vec![format!("**{title}**")];
+                cells.extend(std::iter::repeat_n(String::new(), width.len() - 1));
+                row(&mut out, &cells, true);
             }
-            sec.push('\n');
-            out.push_str(&sec);
+            Line::Cells(cells) => row(&mut out, cells, false),
         }
-        row(&mut out, l);
     }
     out
 }
@@ -289,4 +311,29 @@ pub fn errors_text(m: &Metrics) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_pad_text_left_and_figures_right() {
+        let lines = [
+            Line::Section("s".into()),
+            Line::Cells(vec!["a long label".into(), "1.00".into(), "x".into()]),
+            Line::Cells(vec!["b".into(), "100".into(), "–".into()]),
+        ];
+        let t = markdown(&["what", "figure", "note"], &[true, false, true], &lines);
+        assert_eq!(
+            t,
+            "| what         | figure | note |\n\
+             | ------------ | ------:| ---- |\n\
+             | **s**        |        |      |\n\
+             | a long label |   1.00 | x    |\n\
+             | b            |    100 | –    |\n"
+        );
+        assert_eq!(target_text("", None), "–");
+        assert_eq!(target_text("≥ 1", Some(false)), "≥ 1 (MISSED)");
+    }
 }

@@ -339,7 +339,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         ctx.m.note(format!("the benchmark stopped early: {e:#}"));
     }
     let rows = rows(&ctx);
-    let mut out = format!("\n{}", report::table(&rows));
+    let mut out = String::new();
+    if !rows.is_empty() {
+        out.push_str(&format!("\n{}", report::table(&rows)));
+    }
+    let pg_plan = crate::postgres::Plan::new(ctx.plan.quick, ctx.plan.runs);
+    let pg = crate::postgres::table(&ctx.m, &pg_plan, !ctx.plan.quick);
+    if let Some((table, _)) = &pg {
+        out.push_str(&format!("\n{table}"));
+    }
     let errors = report::errors_text(&ctx.m);
     if !errors.is_empty() {
         out.push_str(&format!("\nFailed operations:\n{errors}"));
@@ -353,7 +361,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         let _ = stdout.write_all(out.as_bytes());
         let _ = stdout.flush();
     }
-    write_json(&ctx, &rows)?;
+    write_json(&ctx, &rows, pg.map(|(_, json)| json))?;
     if ctx.cli.keep {
         progress(format!("kept {}", ctx.work.display()));
     }
@@ -404,7 +412,7 @@ async fn run_all(ctx: &mut Ctx) -> anyhow::Result<()> {
     }
     type Step =
         for<'a> fn(&'a mut Ctx) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>;
-    let steps: [(&str, Step); 9] = [
+    let steps: [(&str, Step); 10] = [
         ("push", |c| Box::pin(push(c))),
         ("pull", |c| Box::pin(pull(c))),
         ("small", |c| Box::pin(small(c))),
@@ -413,6 +421,7 @@ async fn run_all(ctx: &mut Ctx) -> anyhow::Result<()> {
         ("mixed", |c| Box::pin(mixed(c))),
         ("gc", |c| Box::pin(gc(c))),
         ("startup", |c| Box::pin(startup(c))),
+        ("postgres", |c| Box::pin(postgres(c))),
         ("limits", |c| Box::pin(limits(c))),
     ];
     for (name, step) in steps {
@@ -1658,6 +1667,59 @@ async fn startup(ctx: &mut Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The parts of `scenario` named in `--only` (`postgres:small` -> `small`); empty when the
+/// whole scenario is wanted.
+fn parts_of(cli: &Cli, scenario: &str) -> Vec<String> {
+    if cli.only.iter().any(|s| s == scenario) {
+        return Vec::new();
+    }
+    cli.only
+        .iter()
+        .filter_map(|s| s.strip_prefix(scenario)?.strip_prefix(':'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The postgres scenario (postgres.rs), on berths it starts itself.
+async fn postgres(ctx: &mut Ctx) -> anyhow::Result<()> {
+    let Some(url) = ctx
+        .cli
+        .postgres_url
+        .clone()
+        .filter(|u| !u.trim().is_empty())
+    else {
+        let why = "postgres: skipped, no PostgreSQL to compare with: give --postgres-url or \
+                   BERTH_BENCH_POSTGRES_URL (scripts/pg-test-server.sh starts one)";
+        progress(format!("   {why}"));
+        ctx.m.note(why);
+        return Ok(());
+    };
+    if ctx.cli.berth_url.is_some() {
+        ctx.m
+            .note("postgres: skipped (it starts berths of its own: give --berth)");
+        return Ok(());
+    }
+    let berth = ctx.cli.berth.canonicalize().with_context(|| {
+        format!(
+            "berth binary {} (build it: cargo build --release -p berth)",
+            ctx.cli.berth.display()
+        )
+    })?;
+    let env = crate::postgres::Env {
+        berth: &berth,
+        admin_url: url.trim(),
+        work: ctx.work.join("postgres"),
+        plan: crate::postgres::Plan::new(ctx.plan.quick, ctx.plan.runs),
+        config: ctx.config.clone(),
+        layer: ctx.layer.clone(),
+        hot_manifest: ctx.hot_manifest.clone(),
+        small: ctx.maker(40_000, 4096),
+        nonce: ctx.nonce,
+        parts: parts_of(&ctx.cli, "postgres"),
+    };
+    crate::postgres::run(&env, &mut ctx.m).await
+}
+
 /// The limits scenario (limits.rs), on berths it starts itself.
 async fn limits(ctx: &mut Ctx) -> anyhow::Result<()> {
     if ctx.cli.berth_url.is_some() {
@@ -1685,21 +1747,12 @@ async fn limits(ctx: &mut Ctx) -> anyhow::Result<()> {
         layer: ctx.layer.clone(),
         nonce: ctx.nonce,
         // `--only limits:silent,limits:logins`: those loads only.
-        loads: if ctx.cli.only.iter().any(|s| s == "limits") {
-            Vec::new()
-        } else {
-            ctx.cli
-                .only
-                .iter()
-                .filter_map(|s| s.strip_prefix("limits:"))
-                .map(str::to_owned)
-                .collect()
-        },
+        loads: parts_of(&ctx.cli, "limits"),
     };
     crate::limits::run(&env, &mut ctx.m).await
 }
 
-fn write_json(ctx: &Ctx, rows: &[Row]) -> anyhow::Result<()> {
+fn write_json(ctx: &Ctx, rows: &[Row], pg_rows: Option<serde_json::Value>) -> anyhow::Result<()> {
     let raw: serde_json::Map<String, serde_json::Value> = ctx
         .m
         .values
@@ -1734,12 +1787,14 @@ fn write_json(ctx: &Ctx, rows: &[Row]) -> anyhow::Result<()> {
         "version": env!("CARGO_PKG_VERSION"),
         "plan": ctx.plan.json(),
         "limits_plan": crate::limits::Plan::new(ctx.plan.quick).json(),
+        "postgres_plan": crate::postgres::Plan::new(ctx.plan.quick, ctx.plan.runs).json(),
         "machine": {
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "cpu": cpu,
         },
         "monolithic_upload": ctx.systems.iter().map(|s| (s.who.to_owned(), serde_json::json!(s.mono.describe()))).collect::<serde_json::Map<_, _>>(),
         "rows": report::rows_json(rows),
+        "postgres_rows": pg_rows,
         "runs": raw,
         "errors": errors,
         "notes": ctx.m.notes,
