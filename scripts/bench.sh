@@ -5,10 +5,19 @@
 #   scripts/bench.sh --quick   CI mode: small sizes, one run, about 1.5 minutes once built
 #   scripts/bench.sh           full mode: the issue's sizes, median of 5 runs (about 17 minutes)
 #
+# With a PostgreSQL on loopback (BERTH_BENCH_POSTGRES_URL, or TEST_POSTGRES_URL as
+# scripts/test.sh exports it from scripts/pg-test-server.sh), the postgres scenario also runs:
+# SQLite against PostgreSQL, 1 and 3 nodes (about 17 s more in quick mode); without one it is
+# skipped, and says so.
+#
 # Other arguments go to berth-bench (berth-bench --help). The table goes to stdout, the
 # JSON to target/bench/results.json. Every server listens on 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ -z "${BERTH_BENCH_POSTGRES_URL:-}" ] && [ -n "${TEST_POSTGRES_URL:-}" ]; then
+  export BERTH_BENCH_POSTGRES_URL=$TEST_POSTGRES_URL
+fi
 
 step() { printf '\n=== %s\n' "$*" >&2; }
 
@@ -17,6 +26,11 @@ missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# psql creates and drops the postgres scenario's databases (any version's client will do).
+if { [ -n "${BERTH_BENCH_POSTGRES_URL:-}" ] || [[ " $* " == *" --postgres-url"* ]]; } &&
+  ! command -v psql >/dev/null; then
+  missing+=(postgresql-client)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -11,7 +11,9 @@
 //! the shared ones (what a shared volume gives nodes on separate hosts).
 //!
 //! The loads are those of the `small` and `manifests` scenarios ([`crate::loads`]); on three
-//! nodes, every client spreads its requests over the nodes round-robin. Then a tag is moved
+//! nodes, every client spreads its requests over the nodes round-robin. Each registry is warmed
+//! up first with GETs by tag, so that its database connections are open before anything is
+//! measured, and the registries take turns in every run. Then a tag is moved
 //! (a new manifest PUT under it) on one node while another node is asked for it (GET by tag)
 //! until it answers the new manifest: with no tag cached on PostgreSQL, the first GET after the
 //! PUT's 201 should already answer it.
@@ -59,6 +61,9 @@ pub struct Plan {
     manifests_n: usize,
     hot_conc: usize,
     hot_duration: Duration,
+    /// GET by tag at `hot_conc` before the parts, not counted: each node opens its database
+    /// connections on first use (on PostgreSQL, a process forked by the server for each).
+    warm_up: Duration,
     moves: usize,
 }
 
@@ -73,6 +78,7 @@ impl Plan {
                 manifests_n: 100,
                 hot_conc: 64,
                 hot_duration: Duration::from_secs(2),
+                warm_up: Duration::from_millis(500),
                 moves: 100,
             }
         } else {
@@ -84,6 +90,7 @@ impl Plan {
                 manifests_n: 1_000,
                 hot_conc: 64,
                 hot_duration: Duration::from_secs(10),
+                warm_up: Duration::from_secs(2),
                 moves: 1_000,
             }
         }
@@ -100,6 +107,7 @@ impl Plan {
             "manifests": self.manifests_n,
             "manifest_get_concurrency": self.hot_conc,
             "manifest_get_seconds": self.hot_duration.as_secs_f64(),
+            "warm_up_seconds": self.warm_up.as_secs_f64(),
             "tag_moves": self.moves,
         })
     }
@@ -321,6 +329,7 @@ pub async fn run(env: &Env<'_>, m: &mut Metrics) -> anyhow::Result<()> {
         "   started berth on SQLite, on PostgreSQL (database {}) and {NODES} nodes on PostgreSQL (database {})",
         db1.name, db3.name
     ));
+    seed_and_warm_up(env, &regs, m).await?;
     type Part = for<'a> fn(
         &'a Env<'a>,
         &'a mut [Registry],
@@ -427,10 +436,10 @@ async fn small(env: &Env<'_>, regs: &mut [Registry], m: &mut Metrics) -> anyhow:
     Ok(())
 }
 
-async fn manifests(env: &Env<'_>, regs: &mut [Registry], m: &mut Metrics) -> anyhow::Result<()> {
-    let p = &env.plan;
-    let digest_path = format!("/v2/{HOT_REPO}/manifests/{}", sha256_hex(&env.hot_manifest));
-    for reg in regs.iter() {
+/// Pushes the manifest the GET by tag reads into every registry, then loads each with that
+/// GET for the plan's warm-up time (not counted, but any failure is).
+async fn seed_and_warm_up(env: &Env<'_>, regs: &[Registry], m: &mut Metrics) -> anyhow::Result<()> {
+    for reg in regs {
         let mut rr = RoundRobin::new(&reg.nodes, 0, Duration::from_secs(60));
         let conn = rr.turn();
         ops::push_monolithic(conn, Monolithic::Post, HOT_REPO, &env.config).await?;
@@ -438,7 +447,22 @@ async fn manifests(env: &Env<'_>, regs: &mut [Registry], m: &mut Metrics) -> any
         ops::put_manifest(conn, HOT_REPO, "latest", &env.hot_manifest)
             .await
             .with_context(|| format!("{}: the manifest the GET by tag reads", reg.who))?;
+        let p = &env.plan;
+        let len = env.hot_manifest.len();
+        let (tally, _) = loads::hot_get(&reg.nodes, HOT_PATH, len, p.hot_conc, p.warm_up).await;
+        m.error(
+            reg.who,
+            "postgres: warm-up GET by tag",
+            tally.errors,
+            &tally.samples,
+        );
     }
+    Ok(())
+}
+
+async fn manifests(env: &Env<'_>, regs: &mut [Registry], m: &mut Metrics) -> anyhow::Result<()> {
+    let p = &env.plan;
+    let digest_path = format!("/v2/{HOT_REPO}/manifests/{}", sha256_hex(&env.hot_manifest));
     let len = env.hot_manifest.len();
     for run in 0..p.runs {
         for reg in regs.iter() {
