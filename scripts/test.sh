@@ -4,7 +4,8 @@
 # then runs the black-box suites
 # (the process under crashes/TLS/SIGTERM, the OCI conformance port, authentication and
 # authorization, real clients: skopeo, containerd, docker, podman, oras, the pull-through cache,
-# and three nodes sharing PostgreSQL and S3) against the real binary with authentication on,
+# three nodes sharing PostgreSQL and S3, and `berth migrate` of an embedded registry to them,
+# killed half-way and resumed) against the real binary with authentication on,
 # then the real-client suite once more against --no-auth, and the registry-core suites once
 # more on PostgreSQL + S3.
 #
@@ -76,6 +77,8 @@ cargo build --locked -p berth
 export BERTH_BIN="$PWD/target/debug/berth"
 
 step "black-box suites (authentication on)"
+# tests/e2e/migrate (berth migrate to PostgreSQL + S3) runs here too: it needs the
+# TEST_POSTGRES_URL and S3_TEST_ENDPOINT set above, as tests/e2e/scaleout does.
 # OCI_AUTOMATIC_CROSSMOUNT=1: berth mounts a known blob without ?from=, so the conformance
 # port runs the specs for that behaviour.
 OCI_AUTOMATIC_CROSSMOUNT=1 .venv/bin/pytest tests/e2e -p no:cacheprovider -ra "$@"
