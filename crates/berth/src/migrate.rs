@@ -393,12 +393,26 @@ async fn target_metadata(
     if held.is_empty() {
         return Ok(TargetMetadata::Empty);
     }
-    let same_rows = target_counts
+    let changed: Vec<String> = target_counts
         .iter()
-        .filter(|(t, _)| MetaStore::not_migrated(t).is_none())
-        .all(|(t, n)| count_of(source_counts, t) == *n);
-    if same_rows && source.token_keys().await? == target.token_keys().await? {
-        return Ok(TargetMetadata::Migrated);
+        .filter(|(t, n)| MetaStore::not_migrated(t).is_none() && count_of(source_counts, t) != *n)
+        .map(|(t, n)| {
+            format!(
+                "{t}: {} in the source, {n} in the target",
+                count_of(source_counts, t)
+            )
+        })
+        .collect();
+    if source.token_keys().await? == target.token_keys().await? {
+        if changed.is_empty() {
+            return Ok(TargetMetadata::Migrated);
+        }
+        anyhow::bail!(
+            "the target database {target_url} holds this registry's migrated metadata and has \
+             changed since ({}): a server uses it, so berth migrate leaves it alone. To migrate \
+             again, drop and create the database and empty the blob store",
+            changed.join(", ")
+        );
     }
     let found: Vec<String> = held.iter().map(|(t, n)| format!("{t}: {n}")).collect();
     anyhow::bail!(
