@@ -1,6 +1,7 @@
 //! The `berth` command: run the registry, check a configuration.
 
 mod client;
+mod migrate;
 mod settings;
 
 use std::path::PathBuf;
@@ -39,6 +40,11 @@ enum Command {
     /// Re-hash every stored blob, report corrupted and missing ones, and remove bytes the
     /// database does not know once they are older than the grace period.
     Scrub(MaintenanceArgs),
+    /// Copy an embedded registry (SQLite and its blobs) into a scale-out one (PostgreSQL, and
+    /// S3 or a shared filesystem): every table with the same ids, every live blob verified by
+    /// its digest.
+    #[command(long_about = migrate::LONG_ABOUT)]
+    Migrate(migrate::MigrateArgs),
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -163,6 +169,7 @@ fn main() -> ExitCode {
             });
             maintenance(args, request)
         }
+        Command::Migrate(args) => migrate::run(args),
         Command::Admin(cmd) => client::run(cmd),
         Command::Config(ConfigCommand::Check { file }) => {
             settings::load(Some(&file)).map(|config| {
