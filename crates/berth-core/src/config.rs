@@ -326,15 +326,17 @@ pub struct AuthConfig {
     pub auto_create_projects: bool,
     /// Password checks (argon2, about 19 MiB each) running at once at most.
     pub hash_concurrency: u32,
-    /// Password checks waiting at most; beyond it the one that has waited longest is refused
-    /// with 429 (a flood of guesses cannot delay a real login by more than this queue).
+    /// Password checks waiting at most. Checks from addresses without failed logins go first;
+    /// when the queue is full the longest-waiting check from an address with failures is
+    /// refused with 429 (or the newcomer, if it comes from such an address), so a flood of
+    /// guesses cannot delay a real login by more than this queue.
     pub hash_queue: u32,
     /// How long verified credentials and a caller's roles are cached. Changes made on this
     /// node apply at once; changes made by another process apply within this time.
     pub cache_ttl: HumanDuration,
     /// Failed logins from one (user, source address) within `failure_window` before that pair
     /// is refused with 429 until the window passes. A source address is throttled after four
-    /// times as many failures over all user names.
+    /// times as many failures over all user names. An IPv6 source counts by its /64 network.
     pub max_failures: u32,
     pub failure_window: HumanDuration,
     pub ldap: LdapConfig,
