@@ -54,7 +54,19 @@ impl Inner {
 
 /// The channel of cache invalidations between nodes.
 pub(crate) const CHANNEL: &str = "berth_cache";
-/// Payloads sent on [`CHANNEL`].
+
+/// The channel of the registry whose tables are in `schema`: [`CHANNEL`] for the usual
+/// `public`, else one per schema, so registries that share a database in different schemas
+/// (and tests, which take a schema each) do not flush each other's caches.
+pub(crate) fn channel_for(schema: &str) -> String {
+    if schema == "public" {
+        CHANNEL.to_owned()
+    } else {
+        format!("{CHANNEL}_{schema}")
+    }
+}
+
+/// Payloads sent on the channel.
 pub(crate) const NOTE_MANIFESTS: &str = "manifests";
 pub(crate) const NOTE_AUTH: &str = "auth";
 
@@ -67,6 +79,8 @@ pub(crate) struct ReadCache {
     /// own, already applied when it committed), when there are other nodes (PostgreSQL). An
     /// embedded store is the only writer and also caches tags.
     node: Option<String>,
+    /// The notification channel (PostgreSQL).
+    channel: String,
 }
 
 impl ReadCache {
@@ -77,16 +91,18 @@ impl ReadCache {
             generation: AtomicU64::new(0),
             usable: AtomicBool::new(true),
             node: None,
+            channel: String::new(),
         }
     }
 
     /// A cache shared with other nodes' writes: no tags, and unusable until the listener is up.
-    pub fn shared() -> ReadCache {
+    pub fn shared(channel: String) -> ReadCache {
         ReadCache {
             inner: Default::default(),
             generation: AtomicU64::new(0),
             usable: AtomicBool::new(false),
             node: Some(node_name()),
+            channel,
         }
     }
 
@@ -107,7 +123,7 @@ impl ReadCache {
     {
         if let Some(node) = &self.node {
             sqlx::query("SELECT 1 FROM pg_notify($1, $2)")
-                .bind(CHANNEL)
+                .bind(&self.channel)
                 .bind(format!("{what} {node}"))
                 .execute(conn)
                 .await?;
@@ -237,7 +253,7 @@ pub(crate) fn watch_other_writers(cache: Arc<ReadCache>, pool: AnyPool, initial:
     });
 }
 
-/// Follows other nodes' invalidations (PostgreSQL `LISTEN berth_cache`) for as long as the
+/// Follows other nodes' invalidations (PostgreSQL `LISTEN berth_cache`, see [`channel_for`]) for as long as the
 /// process runs: manifests deleted elsewhere flush the cache, identity writes elsewhere bump
 /// `auth_version` (which drops this node's credential and permission caches). The cache is
 /// unusable while the listener is down and flushed whenever it reconnects. Returns once the
@@ -256,7 +272,7 @@ pub(crate) async fn listen_for_other_nodes(
         loop {
             match sqlx::postgres::PgListener::connect(&url).await {
                 Ok(mut listener) => {
-                    if let Err(e) = listener.listen(CHANNEL).await {
+                    if let Err(e) = listener.listen(&cache.channel).await {
                         tracing::warn!(error = %e, "LISTEN for cache invalidations failed");
                     } else {
                         cache.set_usable(true);

@@ -387,7 +387,11 @@ impl MetaStore {
             migrated?;
         }
         let read = pool(read_max).connect_with(connect).await?;
-        let cache = std::sync::Arc::new(cache::ReadCache::shared());
+        let schema: Option<String> = sqlx::query_scalar("SELECT CAST(current_schema() AS TEXT)")
+            .fetch_one(&read)
+            .await?;
+        let channel = cache::channel_for(schema.as_deref().unwrap_or("public"));
+        let cache = std::sync::Arc::new(cache::ReadCache::shared(channel));
         let auth_version = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         cache::listen_for_other_nodes(
             cache.clone(),
