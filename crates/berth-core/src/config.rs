@@ -74,6 +74,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub database: DatabaseConfig,
     pub jobs: JobsConfig,
+    pub events: EventsConfig,
 }
 
 impl Default for Config {
@@ -93,6 +94,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             database: DatabaseConfig::default(),
             jobs: JobsConfig::default(),
+            events: EventsConfig::default(),
         }
     }
 }
@@ -492,6 +494,34 @@ impl Default for JobsConfig {
         JobsConfig {
             lease: HumanDuration(Duration::from_secs(60)),
             poll_interval: HumanDuration(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// The events outbox and its worker (`[events]`): every push, delete and tag change is
+/// written as an event in its own transaction and handed on, in order, to each consumer
+/// (webhooks and event-triggered replication).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// How often a node whose consumers are caught up looks for new events.
+    pub poll_interval: HumanDuration,
+    /// Events handed to a consumer at most at once.
+    pub batch: u32,
+    /// A node holds a consumer for this long past its last batch; when it dies, another node
+    /// goes on after it.
+    pub lease: HumanDuration,
+    /// Events every consumer has passed are deleted once they are older than this.
+    pub retention: HumanDuration,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            poll_interval: HumanDuration(Duration::from_secs(1)),
+            batch: 100,
+            lease: HumanDuration(Duration::from_secs(30)),
+            retention: HumanDuration(Duration::from_secs(7 * 24 * 3600)),
         }
     }
 }

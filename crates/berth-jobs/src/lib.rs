@@ -8,6 +8,7 @@
 //! implements [`Worker`] (a name, a status, one unit of work, a stop signal) and runs with
 //! [`run_worker`]; the job runner is one.
 
+pub mod events;
 pub mod gc;
 pub mod scrub;
 mod worker;
@@ -24,6 +25,7 @@ use berth_storage::BlobStore;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+pub use events::{EventSink, EventWorker};
 pub use gc::{GcOptions, GcReport, run_gc};
 pub use scrub::{ScrubReport, run_scrub};
 

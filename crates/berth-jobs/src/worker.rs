@@ -37,6 +37,9 @@ pub trait Worker: Send {
     /// One unit of work. It checks `stop` where it can stop early (a GC run stops between two
     /// items and keeps its progress).
     async fn work(&mut self, stop: &CancellationToken) -> Tick;
+
+    /// Called once after the stop signal, to give up what the worker holds (leases).
+    async fn stopped(&mut self) {}
 }
 
 /// Calls `worker` until `stop` is cancelled.
@@ -60,6 +63,7 @@ pub async fn run_worker<W: Worker>(mut worker: W, stop: CancellationToken) {
             }
         }
     }
+    worker.stopped().await;
     tracing::debug!(worker = worker.name(), "worker stopped");
 }
 

@@ -2,7 +2,7 @@
 //! through the grace period, mounts and unlinks, and the group commit of finished uploads.
 
 use berth_core::Digest;
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyConnection, AnyPool, Row};
 
 use crate::repositories::{self, RepoRef};
 use crate::{Dialect, MetaError, MetaStore, Result, begin_on, gc, now_ms};
@@ -28,6 +28,9 @@ pub enum CommitOutcome {
     AlreadyLive { generation: String },
     /// No live generation exists and the caller offered none: nothing was changed.
     NotLive,
+    /// The upload session is gone (purged as idle, or its repository deleted): nothing was
+    /// changed, and the caller's bytes are not needed.
+    SessionGone,
 }
 
 impl MetaStore {
@@ -113,13 +116,19 @@ impl MetaStore {
     /// Links a live blob into a repository (a cross-repository mount). False if no live blob.
     pub async fn link_blob(&self, repo: impl Into<RepoRef>, digest: &Digest) -> Result<bool> {
         let now = now_ms();
+        let d = digest.to_string();
         let mut tx = self.begin_write().await?;
-        let live: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = $1 AND state = 'live'")
-                .bind(digest.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
-        if live.is_none() {
+        // The touch checks that the blob is live and locks its row (a sweep locks it for
+        // update and sees the new link once this commits, or has marked it deleting, and then
+        // nothing is touched and the mount is refused).
+        let live =
+            sqlx::query("UPDATE blobs SET touched_at = $2 WHERE digest = $1 AND state = 'live'")
+                .bind(&d)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if live == 0 {
             return Ok(false);
         }
         let repo_id = repositories::resolve(&mut tx, &repo.into(), self.repository_limit()).await?;
@@ -128,16 +137,11 @@ impl MetaStore {
              ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
         )
         .bind(repo_id)
-        .bind(digest.to_string())
+        .bind(&d)
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE blobs SET touched_at = $2 WHERE digest = $1 AND state = 'live'")
-            .bind(digest.to_string())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        gc::enqueue_blob(&mut tx, &digest.to_string(), now).await?;
+        gc::enqueue_blob(&mut tx, &d, now).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -156,9 +160,13 @@ impl MetaStore {
     }
 
     /// Records a finished upload: the blob (unless a live generation exists) and the
-    /// repository's link, and ends the session. Concurrent calls are committed together in
-    /// one transaction (group commit): with many small pushes in flight, one WAL fsync covers
-    /// them all instead of one each.
+    /// repository's link, and ends the session.
+    ///
+    /// On SQLite concurrent calls are committed together in one transaction (group commit):
+    /// with many small pushes in flight, one WAL fsync covers them all instead of one each.
+    /// On PostgreSQL each runs its own transaction: the server already flushes concurrent
+    /// commits together, and one commit waiting for a row lock (a repository being deleted)
+    /// must not hold up the others behind it.
     pub async fn commit_blob(
         &self,
         upload_id: &str,
@@ -174,12 +182,33 @@ impl MetaStore {
             stored: stored.map(|(g, s)| (g.to_owned(), s)),
             reply,
         };
+        if self.dialect == Dialect::Postgres {
+            return commit_alone(&self.write, self.dialect, &req, self.repository_limit()).await;
+        }
         if self.committer.send(req).await.is_err() {
             return Err(MetaError::Corrupt("the blob committer has stopped".into()));
         }
         answer
             .await
             .map_err(|_| MetaError::Corrupt("the blob committer has stopped".into()))?
+    }
+}
+
+/// Commits one request in a transaction of its own; a lock conflict is tried again.
+async fn commit_alone(
+    write: &AnyPool,
+    dialect: Dialect,
+    req: &CommitRequest,
+    limit: u64,
+) -> Result<CommitOutcome> {
+    let mut attempt = 1;
+    loop {
+        match commit_batch(write, dialect, std::slice::from_ref(req), limit).await {
+            Err(e) if e.is_retryable_conflict() && attempt < crate::WRITE_ATTEMPTS => {
+                attempt += 1;
+            }
+            other => return other.map(|mut v| v.remove(0)),
+        }
     }
 }
 
@@ -219,17 +248,11 @@ pub(crate) async fn group_committer(
                     let _ = req.reply.send(Ok(o));
                 }
             }
-            Err(_) if batch.len() > 1 => {
+            // One by one, so each gets its own answer.
+            Err(_) => {
                 for req in batch {
-                    let r = commit_batch(&write, dialect, std::slice::from_ref(&req), limit)
-                        .await
-                        .map(|mut v| v.remove(0));
+                    let r = commit_alone(&write, dialect, &req, limit).await;
                     let _ = req.reply.send(r);
-                }
-            }
-            Err(e) => {
-                if let Some(req) = batch.pop() {
-                    let _ = req.reply.send(Err(e));
                 }
             }
         }
@@ -244,63 +267,102 @@ async fn commit_batch(
 ) -> Result<Vec<CommitOutcome>> {
     let now = now_ms();
     let mut tx = begin_on(write, dialect).await?;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for req in batch {
-        let repo_id = repositories::resolve(&mut tx, &req.repo, repo_limit).await?;
-        let d = req.digest.to_string();
-        let existing: Option<String> =
-            sqlx::query_scalar("SELECT generation FROM blobs WHERE digest = $1 AND state = 'live'")
-                .bind(&d)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let outcome = match existing {
-            Some(generation) => {
-                sqlx::query(
-                    "UPDATE blobs SET touched_at = $2 WHERE digest = $1 AND state = 'live'",
-                )
-                .bind(&d)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                CommitOutcome::AlreadyLive { generation }
-            }
-            None => match &req.stored {
-                None => {
-                    outcomes.push(CommitOutcome::NotLive);
-                    continue;
-                }
-                Some((generation, size)) => {
-                    sqlx::query(
-                        "INSERT INTO blobs (digest, generation, size, state, created_at, touched_at)
-                         VALUES ($1, $2, $3, 'live', $4, $4)",
-                    )
-                    .bind(&d)
-                    .bind(generation)
-                    .bind(*size as i64)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    CommitOutcome::Stored
-                }
-            },
-        };
-        sqlx::query(
-            "INSERT INTO repo_blobs (repo_id, digest, linked_at) VALUES ($1, $2, $3)
-             ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
-        )
-        .bind(repo_id)
-        .bind(&d)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM uploads WHERE id = $1")
-            .bind(&req.upload_id)
-            .execute(&mut *tx)
-            .await?;
-        // A blob that no manifest ever references is collected after the grace period.
-        gc::enqueue_blob(&mut tx, &d, now).await?;
-        outcomes.push(outcome);
+    let mut outcomes = vec![CommitOutcome::NotLive; batch.len()];
+    // Blob rows are locked in digest order, as a manifest push locks them, so two batches
+    // (of two nodes) or a batch and a push never wait on each other in a circle.
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by(|&a, &b| batch[a].digest.cmp(&batch[b].digest));
+    for i in order {
+        let req = &batch[i];
+        outcomes[i] = commit_one(&mut tx, req, repo_limit, now).await?;
     }
     tx.commit().await?;
     Ok(outcomes)
+}
+
+async fn commit_one(
+    conn: &mut AnyConnection,
+    req: &CommitRequest,
+    repo_limit: u64,
+    now: i64,
+) -> Result<CommitOutcome> {
+    let repo_id = match repositories::resolve(conn, &req.repo, repo_limit).await {
+        Ok(id) => id,
+        Err(MetaError::RepositoryGone(_)) => return Ok(CommitOutcome::SessionGone),
+        Err(e) => return Err(e),
+    };
+    let session = matches!(req.repo, RepoRef::Id(_));
+    if session {
+        // The session's row is locked until this ends it: one that the idle purger or a
+        // repository deletion took first is not committed.
+        let present: Option<i64> = sqlx::query_scalar(crate::locking!(
+            crate::dialect_of(conn),
+            "SELECT 1 FROM uploads WHERE id = $1",
+            "FOR UPDATE"
+        ))
+        .bind(&req.upload_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if present.is_none() {
+            return Ok(CommitOutcome::SessionGone);
+        }
+    }
+    let d = req.digest.to_string();
+    // The touch finds the live generation and locks its row against a sweep; two uploads of
+    // a new digest race on the insert, and the loser finds the winner's row.
+    let mut outcome = None;
+    for _ in 0..2 {
+        let existing: Option<String> = sqlx::query_scalar(
+            "UPDATE blobs SET touched_at = $2 WHERE digest = $1 AND state = 'live' RETURNING generation",
+        )
+        .bind(&d)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(generation) = existing {
+            outcome = Some(CommitOutcome::AlreadyLive { generation });
+            break;
+        }
+        let Some((generation, size)) = &req.stored else {
+            return Ok(CommitOutcome::NotLive);
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO blobs (digest, generation, size, state, created_at, touched_at)
+             VALUES ($1, $2, $3, 'live', $4, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(&d)
+        .bind(generation)
+        .bind(*size as i64)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            outcome = Some(CommitOutcome::Stored);
+            break;
+        }
+    }
+    let Some(outcome) = outcome else {
+        return Err(MetaError::Corrupt(format!(
+            "blob {d}: no live row, and one could not be inserted"
+        )));
+    };
+    sqlx::query(
+        "INSERT INTO repo_blobs (repo_id, digest, linked_at) VALUES ($1, $2, $3)
+         ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
+    )
+    .bind(repo_id)
+    .bind(&d)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    if session {
+        sqlx::query("DELETE FROM uploads WHERE id = $1")
+            .bind(&req.upload_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    // A blob that no manifest ever references is collected after the grace period.
+    gc::enqueue(conn, "blob", &d, now).await?;
+    Ok(outcome)
 }

@@ -2,14 +2,16 @@
 //! two-phase sweep of blob rows (a manifest's delete cascade is in `manifests.rs`).
 //!
 //! Whatever drops a reference queues the object in `gc_review` in the same transaction.
-//! A review decides one item in one short `BEGIN IMMEDIATE` transaction, so a decision can
-//! never be invalidated between its read and its write: every writer of the registry
-//! (tag writes, manifest puts, links, touches) is serialized against it. The cost of GC thus
-//! follows the churn, not the size of the registry.
+//! A review decides one item in one short write transaction, so a decision can never be
+//! invalidated between its read and its write: on SQLite every writer is serialized against
+//! it (`BEGIN IMMEDIATE`); on PostgreSQL it locks the manifest or blob row for update before
+//! it looks, and every write that relies on that row (a tag write, a manifest push, a link, a
+//! touch) locks it too. Review items are claimed with `FOR UPDATE SKIP LOCKED`. The cost of
+//! GC thus follows the churn, not the size of the registry.
 
 use sqlx::{Any, AnyConnection, Row, Transaction};
 
-use crate::{MetaStore, Result, now_ms};
+use crate::{MetaStore, Result, locking, now_ms};
 
 /// The rules a review applies.
 #[derive(Debug, Clone, Copy)]
@@ -123,6 +125,26 @@ pub(crate) async fn enqueue_manifest(
     enqueue(tx, "manifest", &manifest_key(repo_id, digest), at).await
 }
 
+/// Locks an item's review row for the rest of a review, before the review looks at what the
+/// item depends on. A change that releases the item (a delete that drops its last reference
+/// or tag) queues it again in its own transaction; without the lock the review could read the
+/// state from before that change, wait for the change to commit, and then delete the row the
+/// change had just re-queued, so the item would never be reviewed again. With it, the change
+/// either commits first and the review sees it, or waits and queues the item anew.
+async fn lock_review(conn: &mut AnyConnection, kind: &str, key: &str) -> Result<(), sqlx::Error> {
+    let dialect = crate::dialect_of(conn);
+    sqlx::query(locking!(
+        dialect,
+        "SELECT 1 FROM gc_review WHERE kind = $1 AND key = $2",
+        "FOR UPDATE"
+    ))
+    .bind(kind)
+    .bind(key)
+    .fetch_optional(conn)
+    .await?;
+    Ok(())
+}
+
 pub(crate) async fn dequeue(
     conn: &mut AnyConnection,
     kind: &str,
@@ -154,6 +176,7 @@ async fn requeue(
 /// A GC transaction: one review in the real run, the whole run (rolled back) in a dry run.
 pub struct GcTx {
     tx: Transaction<'static, Any>,
+    dialect: crate::Dialect,
     cache: std::sync::Arc<crate::cache::ReadCache>,
     deleted_manifests: bool,
 }
@@ -162,6 +185,7 @@ impl MetaStore {
     pub async fn gc_tx(&self) -> Result<GcTx> {
         Ok(GcTx {
             tx: self.begin_write().await?,
+            dialect: self.dialect,
             cache: self.cache.clone(),
             deleted_manifests: false,
         })
@@ -186,9 +210,11 @@ impl MetaStore {
     pub async fn expired_sweeps(&self, lease_ms: i64, limit: u32) -> Result<Vec<Sweep>> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let sweeps: Vec<Sweep> = sqlx::query_as(
+        let sweeps: Vec<Sweep> = sqlx::query_as(locking!(
+            self.dialect,
             "SELECT digest, generation, size FROM blobs WHERE state = 'deleting' AND lease_until < $1 LIMIT $2",
-        )
+            "FOR UPDATE SKIP LOCKED"
+        ))
         .bind(now)
         .bind(limit as i64)
         .fetch_all(&mut *tx)
@@ -338,9 +364,12 @@ impl GcTx {
 
     /// Review items due at `now`, oldest first.
     pub async fn due_reviews(&mut self, now: i64, limit: u32) -> Result<Vec<ReviewItem>> {
-        let rows = sqlx::query(
+        // Claimed: another node's collector skips what this one holds.
+        let rows = sqlx::query(locking!(
+            self.dialect,
             "SELECT kind, key FROM gc_review WHERE review_after <= $1 ORDER BY review_after, kind, key LIMIT $2",
-        )
+            "FOR UPDATE SKIP LOCKED"
+        ))
         .bind(now)
         .bind(limit as i64)
         .fetch_all(&mut *self.tx)
@@ -373,16 +402,24 @@ impl GcTx {
         now: i64,
     ) -> Result<ManifestReview> {
         let key = manifest_key(repo_id, digest);
+        let dialect = self.dialect;
         let conn = &mut *self.tx;
-        let row = sqlx::query("SELECT created_at, untagged_at, subject FROM manifests WHERE repo_id = $1 AND digest = $2")
-            .bind(repo_id)
-            .bind(digest)
-            .fetch_optional(&mut *conn)
-            .await?;
+        // Locked for update first: a push that tags, lists or refers to it holds it for share,
+        // so the checks below see such a push once it committed, or it waits for this review.
+        let row = sqlx::query(locking!(
+            dialect,
+            "SELECT created_at, untagged_at, subject FROM manifests WHERE repo_id = $1 AND digest = $2",
+            "FOR UPDATE"
+        ))
+        .bind(repo_id)
+        .bind(digest)
+        .fetch_optional(&mut *conn)
+        .await?;
         let Some(row) = row else {
             dequeue(conn, "manifest", &key).await?;
             return Ok(ManifestReview::Gone);
         };
+        lock_review(conn, "manifest", &key).await?;
         let created: i64 = row.get(0);
         let untagged_at: Option<i64> = row.get(1);
         let subject: Option<String> = row.get(2);
@@ -416,7 +453,14 @@ impl GcTx {
             requeue(conn, "manifest", &key, delete_after).await?;
             return Ok(ManifestReview::KeepUntil(delete_after));
         }
-        let n = crate::manifests::delete_manifest_cascade(conn, repo_id, digest, now).await?;
+        let n = crate::manifests::delete_manifest_cascade(
+            conn,
+            repo_id,
+            digest,
+            now,
+            crate::events::GC,
+        )
+        .await?;
         self.deleted_manifests = true;
         Ok(ManifestReview::Deleted(n))
     }
@@ -430,15 +474,23 @@ impl GcTx {
         policy: &GcPolicy,
         now: i64,
     ) -> Result<BlobReview> {
+        let dialect = self.dialect;
         let conn = &mut *self.tx;
-        let row = sqlx::query("SELECT generation, size, created_at, touched_at FROM blobs WHERE digest = $1 AND state = 'live'")
-            .bind(digest)
-            .fetch_optional(&mut *conn)
-            .await?;
+        // Locked for update first: a push, mount, upload or touch that relies on the blob
+        // locks its row too, so the checks below see it once it committed.
+        let row = sqlx::query(locking!(
+            dialect,
+            "SELECT generation, size, created_at, touched_at FROM blobs WHERE digest = $1 AND state = 'live'",
+            "FOR UPDATE"
+        ))
+        .bind(digest)
+        .fetch_optional(&mut *conn)
+        .await?;
         let Some(row) = row else {
             dequeue(conn, "blob", digest).await?;
             return Ok(BlobReview::Gone);
         };
+        lock_review(conn, "blob", digest).await?;
         let generation: String = row.get(0);
         let size = row.get::<i64, _>(1) as u64;
         let newest_row = row.get::<i64, _>(2).max(row.get::<i64, _>(3));

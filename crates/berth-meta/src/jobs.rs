@@ -72,6 +72,20 @@ fn job_from_row(r: &sqlx::any::AnyRow) -> Job {
 }
 
 impl MetaStore {
+    /// Two nodes queueing a job of one kind at once must queue one: on PostgreSQL a lock
+    /// scoped to that kind, held until the transaction ends, orders the "is one queued
+    /// already?" checks (SQLite's one writer orders them already). It never touches the data
+    /// path: only job queueing takes it.
+    async fn lock_job_kind(&self, conn: &mut sqlx::AnyConnection, kind: &str) -> Result<()> {
+        if self.dialect == crate::Dialect::Postgres {
+            sqlx::query("SELECT 1 FROM pg_advisory_xact_lock(hashtext($1))")
+                .bind(format!("berth job {kind}"))
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Queues a job. Unless `allow_duplicate`, a job of the same kind that is already queued
     /// or running absorbs the request (its id is returned).
     pub async fn enqueue_job(
@@ -83,6 +97,7 @@ impl MetaStore {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         if !allow_duplicate {
+            self.lock_job_kind(&mut tx, kind).await?;
             // A running job whose worker died (lease expired) does not absorb new requests.
             let existing: Option<i64> = sqlx::query_scalar(
                 "SELECT id FROM jobs WHERE kind = $1
@@ -146,11 +161,14 @@ impl MetaStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let id: Option<i64> = sqlx::query_scalar(
+        // Another node claiming at the same moment skips the row this one locked.
+        let id: Option<i64> = sqlx::query_scalar(crate::locking!(
+            self.dialect,
             "SELECT id FROM jobs
              WHERE (state = 'queued' AND run_after <= $1) OR (state = 'running' AND lease_until < $1)
              ORDER BY run_after, id LIMIT 1",
-        )
+            "FOR UPDATE SKIP LOCKED"
+        ))
         .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
@@ -363,6 +381,7 @@ impl MetaStore {
         if moved == 0 {
             return Ok(false);
         }
+        self.lock_job_kind(&mut tx, kind).await?;
         let busy: Option<i64> = sqlx::query_scalar(
             "SELECT 1 FROM jobs WHERE kind = $1 AND state IN ('queued', 'running')",
         )

@@ -14,6 +14,7 @@
 mod auth;
 mod blobs;
 mod cache;
+mod events;
 mod gc;
 mod jobs;
 mod manifests;
@@ -27,6 +28,7 @@ pub use auth::{
     AuditEvent, AuditFilter, CreateError, MemberRow, ProjectRow, RepoSummary, RobotRow, UserRow,
 };
 pub use blobs::{BlobRow, CommitOutcome};
+pub use events::{Event, EventKind, EventPosition};
 pub use gc::{BlobReview, GcPolicy, ManifestReview, ReviewItem, StorageUsage, Sweep};
 pub use jobs::{Job, JobState};
 pub use manifests::{
@@ -65,6 +67,9 @@ pub enum MetaError {
          delete one or raise the limit"
     )]
     RepositoryLimit { project: String, limit: u64 },
+    /// A write named a repository by id that was deleted meanwhile.
+    #[error("repository {0} was deleted meanwhile")]
+    RepositoryGone(i64),
 }
 
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
@@ -180,10 +185,46 @@ impl PgOptions {
     }
 }
 
-/// The key of the transaction-scoped advisory lock every PostgreSQL write transaction takes
-/// first (`pg_advisory_xact_lock`), so writes are serialized as SQLite's single writer
-/// serializes them (see `begin_on`). ASCII "berth-wr".
-const PG_WRITE_LOCK: i64 = 0x6265_7274_682d_7772;
+/// A statement that locks the rows it reads on PostgreSQL (`FOR SHARE`, `FOR UPDATE`, `FOR
+/// UPDATE SKIP LOCKED`): the same statement without the clause on SQLite, whose
+/// `BEGIN IMMEDIATE` holds the database's one write lock already. Both arguments are literals.
+macro_rules! locking {
+    ($dialect:expr, $sql:literal, $lock:literal) => {
+        $dialect.pick($sql, concat!($sql, " ", $lock))
+    };
+}
+pub(crate) use locking;
+
+/// The dialect of a connection (for code that gets a connection, not the store).
+pub(crate) fn dialect_of(conn: &sqlx::AnyConnection) -> Dialect {
+    if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+        Dialect::Sqlite
+    } else {
+        Dialect::Postgres
+    }
+}
+
+/// How many times a write transaction that PostgreSQL aborted as a deadlock or serialization
+/// failure is run again before the failure is returned (answered 503, retryable).
+pub(crate) const WRITE_ATTEMPTS: usize = 3;
+
+impl MetaError {
+    /// A transaction PostgreSQL aborted to break a deadlock (40P01) or a serialization failure
+    /// (40001): running it again is safe and will most likely succeed.
+    pub(crate) fn is_retryable_conflict(&self) -> bool {
+        match self {
+            MetaError::Db(sqlx::Error::Database(d)) => {
+                matches!(d.code().as_deref(), Some("40P01") | Some("40001"))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A write transaction held open by a test ([`MetaStore::hold_repository_for_tests`]); it
+/// rolls back when dropped.
+#[cfg(any(test, feature = "test-util"))]
+pub struct HeldWrite(#[allow(dead_code)] Transaction<'static, Any>);
 
 #[derive(Clone)]
 pub struct MetaStore {
@@ -201,13 +242,23 @@ fn parse_digest(s: &str) -> Result<Digest> {
     Digest::from_str(s).map_err(|e| MetaError::Corrupt(format!("{s:?}: {e}")))
 }
 
-/// Begins a transaction that may read and then write. SQLite: `BEGIN IMMEDIATE` takes the
-/// database's write lock at once. PostgreSQL: one transaction-scoped advisory lock, taken
-/// first, that every write transaction of every node takes, so a decision made on a read
-/// cannot be invalidated by another writer before this transaction commits: the same
-/// guarantee, and therefore the same code, on both dialects. Reads never take it. The lock is
-/// released at commit or rollback, and by the server when a node's connection dies, and it is
-/// transaction-scoped, so it works behind PgBouncer in transaction mode.
+/// Begins a transaction that may read and then write.
+///
+/// SQLite: `BEGIN IMMEDIATE` takes the database's one write lock at once, so a decision made
+/// on a read cannot be invalidated by another writer before this transaction commits.
+///
+/// PostgreSQL: READ COMMITTED, and no lock is taken here: writes to different repositories
+/// never wait on each other. A statement whose decision depends on rows it read locks those
+/// rows ([`locking!`]): `FOR SHARE` on what a write will reference (the blobs and child
+/// manifests of a manifest push, a repository a write goes into), `FOR UPDATE` on what will be
+/// deleted or changed (a manifest or blob under review, a tag being moved, a repository or
+/// project being deleted), and the check then runs as a new statement, which sees everything
+/// committed before the lock was granted. Queue claims use `FOR UPDATE SKIP LOCKED`, upload
+/// offsets move by compare-and-set, and reads take no lock. The one wider lock is a
+/// transaction-scoped advisory lock per job kind, so that two nodes queueing a GC at once
+/// queue one (see `enqueue_job`). Locks are taken in digest order where a transaction takes
+/// several, and a transaction PostgreSQL still aborts as a deadlock is run again
+/// ([`WRITE_ATTEMPTS`]).
 pub(crate) async fn begin_on(
     pool: &AnyPool,
     dialect: Dialect,
@@ -224,14 +275,7 @@ pub(crate) async fn begin_on(
             }
             other => other,
         },
-        Dialect::Postgres => {
-            let mut tx = pool.begin().await?;
-            sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
-                .bind(PG_WRITE_LOCK)
-                .execute(&mut *tx)
-                .await?;
-            Ok(tx)
-        }
+        Dialect::Postgres => pool.begin().await,
     }
 }
 
@@ -331,7 +375,7 @@ impl MetaStore {
             ));
         }
         let timeout_ms = opts.statement_timeout.as_millis();
-        // A transaction left open by a node that hangs must not hold the write lock forever.
+        // A transaction left open by a node that hangs must not hold its row locks forever.
         let settings = format!(
             "SET statement_timeout = {timeout_ms}; SET idle_in_transaction_session_timeout = {};",
             timeout_ms.max(60_000)
@@ -353,8 +397,9 @@ impl MetaStore {
                 })
         };
         let connect = AnyConnectOptions::from_str(&opts.url)?;
-        // Writes wait for one lock, so a few connections are enough for them; reads get the rest.
-        let write_max = (opts.max_connections / 4).clamp(1, 8);
+        // Writes run side by side (row locks), reads are most of the traffic: a bit over a
+        // third of the connections write, the rest read.
+        let write_max = (opts.max_connections * 3 / 8).clamp(1, 16);
         let read_max = opts.max_connections.saturating_sub(write_max).max(1);
         let write = tokio::time::timeout(
             opts.connect_timeout,
@@ -447,6 +492,51 @@ impl MetaStore {
         ));
         opts.max_connections = 6;
         Ok(opts)
+    }
+
+    /// Test hook: whether `digest` waits in the garbage collector's review queue.
+    #[cfg(any(test, feature = "test-util"))]
+    pub async fn blob_review_queued_for_tests(&self, digest: &str) -> bool {
+        sqlx::query_scalar::<_, i64>("SELECT 1 FROM gc_review WHERE kind = 'blob' AND key = $1")
+            .bind(digest)
+            .fetch_optional(&self.read)
+            .await
+            .unwrap()
+            .is_some()
+    }
+
+    /// Test hook: a write transaction that holds repository `name` as its deletion does
+    /// (its row, its tags and its manifests locked for update) until the returned guard is
+    /// dropped, for tests that show what waits for it and what does not.
+    #[cfg(any(test, feature = "test-util"))]
+    pub async fn hold_repository_for_tests(
+        &self,
+        name: &berth_core::RepoName,
+    ) -> Result<HeldWrite> {
+        let mut tx = self.begin_write().await?;
+        let id: i64 = sqlx::query_scalar(locking!(
+            self.dialect,
+            "SELECT id FROM repositories WHERE name = $1",
+            "FOR UPDATE"
+        ))
+        .bind(name.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        for sql in [
+            locking!(
+                self.dialect,
+                "SELECT name FROM tags WHERE repo_id = $1",
+                "FOR UPDATE"
+            ),
+            locking!(
+                self.dialect,
+                "SELECT digest FROM manifests WHERE repo_id = $1",
+                "FOR UPDATE"
+            ),
+        ] {
+            sqlx::query(sql).bind(id).fetch_all(&mut *tx).await?;
+        }
+        Ok(HeldWrite(tx))
     }
 
     fn assemble(

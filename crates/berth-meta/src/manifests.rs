@@ -8,8 +8,9 @@ use std::sync::Arc;
 use berth_core::Digest;
 use sqlx::{AnyConnection, Row};
 
+use crate::events::{self, EventKind, NewEvent};
 use crate::repositories::{self, RepoRef};
-use crate::{MetaError, MetaStore, Result, cache, gc, now_ms, parse_digest, tags};
+use crate::{MetaError, MetaStore, Result, cache, gc, locking, now_ms, parse_digest, tags};
 
 /// A manifest to store, with what it references.
 #[derive(Debug, Clone)]
@@ -98,79 +99,126 @@ pub struct ArtifactRow {
 
 impl MetaStore {
     /// Stores a manifest and points `tags` at it, in one transaction that first checks every
-    /// referenced blob and child manifest is present (and live) in the repository.
+    /// referenced blob and child manifest is present (and live) in the repository. On
+    /// PostgreSQL what the decision rests on is locked: the referenced blob rows and child
+    /// manifests for share (a sweep or a delete locks them for update, so it either waits for
+    /// this push and then sees it, or has removed them and this push is refused), the
+    /// subject of a referrer for share, the tags being moved for update. Rows are locked in
+    /// digest (and name) order; a push PostgreSQL aborts as a deadlock is run again.
     pub async fn put_manifest(
         &self,
         repo: impl Into<RepoRef>,
         m: &NewManifest,
         tags: &[&str],
     ) -> Result<(), PutManifestError> {
+        let repo = repo.into();
+        let mut attempt = 1;
+        loop {
+            match self.put_manifest_once(&repo, m, tags).await {
+                Err(PutManifestError::Meta(e))
+                    if e.is_retryable_conflict() && attempt < crate::WRITE_ATTEMPTS =>
+                {
+                    tracing::debug!(error = %e, attempt, "manifest push aborted by a lock conflict; running it again");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn put_manifest_once(
+        &self,
+        repo: &RepoRef,
+        m: &NewManifest,
+        tags: &[&str],
+    ) -> Result<(), PutManifestError> {
         let now = now_ms();
         let digest = m.digest.to_string();
         let mut tx = self.begin_write().await?;
-        let repo_id = repositories::resolve(&mut tx, &repo.into(), self.repository_limit()).await?;
-        let checked_blobs = if m.from_upstream {
-            &[][..]
-        } else {
-            &m.blobs[..]
-        };
-        let checked_children = if m.from_upstream {
-            &[][..]
-        } else {
-            &m.children[..]
-        };
-        for (blob, claimed) in checked_blobs {
-            let size: Option<i64> = sqlx::query_scalar(
-                "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest AND b.state = 'live'
-                 WHERE rb.repo_id = $1 AND rb.digest = $2",
-            )
+        let repo_id = repositories::resolve(&mut tx, repo, self.repository_limit()).await?;
+        if !m.from_upstream {
+            let mut blobs: Vec<&(Digest, u64)> = m.blobs.iter().collect();
+            blobs.sort();
+            blobs.dedup();
+            for (blob, claimed) in blobs {
+                let size: Option<i64> = sqlx::query_scalar(locking!(
+                    self.dialect,
+                    "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest AND b.state = 'live'
+                     WHERE rb.repo_id = $1 AND rb.digest = $2",
+                    "FOR SHARE OF b"
+                ))
+                .bind(repo_id)
+                .bind(blob.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+                if size.is_none() && m.sparse {
+                    continue;
+                }
+                check_reference(blob, *claimed, size, PutManifestError::MissingBlob)?;
+            }
+        }
+        // Child manifests and a referrer's subject are manifest rows of this repository:
+        // locked for share in digest order.
+        let mut manifests: Vec<(&Digest, Option<u64>)> = Vec::new();
+        if !m.from_upstream {
+            manifests.extend(m.children.iter().map(|(d, size)| (d, Some(*size))));
+        }
+        if let Some(subject) = &m.subject {
+            manifests.push((subject, None));
+        }
+        manifests.sort();
+        manifests.dedup();
+        for (d, claimed) in manifests {
+            let size: Option<i64> = sqlx::query_scalar(locking!(
+                self.dialect,
+                "SELECT size FROM manifests WHERE repo_id = $1 AND digest = $2",
+                "FOR SHARE"
+            ))
             .bind(repo_id)
-            .bind(blob.to_string())
+            .bind(d.to_string())
             .fetch_optional(&mut *tx)
             .await?;
+            // A referrer may arrive before its subject (the spec says it must be accepted).
+            let Some(claimed) = claimed else { continue };
             if size.is_none() && m.sparse {
                 continue;
             }
-            check_reference(blob, *claimed, size, PutManifestError::MissingBlob)?;
+            check_reference(d, claimed, size, PutManifestError::MissingManifest)?;
         }
-        for (child, claimed) in checked_children {
-            let size: Option<i64> =
-                sqlx::query_scalar("SELECT size FROM manifests WHERE repo_id = $1 AND digest = $2")
-                    .bind(repo_id)
-                    .bind(child.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if size.is_none() && m.sparse {
-                continue;
-            }
-            check_reference(child, *claimed, size, PutManifestError::MissingManifest)?;
-        }
-        let inserted = sqlx::query(
-            "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, size, payload, subject,
-                                    config_digest, annotations, created_at, untagged_at, pushed_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-             ON CONFLICT (repo_id, digest) DO NOTHING",
-        )
-        .bind(repo_id)
-        .bind(&digest)
-        .bind(&m.media_type)
-        .bind(&m.artifact_type)
-        .bind(m.payload.len() as i64)
-        .bind(&m.payload)
-        .bind(m.subject.as_ref().map(|d| d.to_string()))
-        .bind(m.config_digest.as_ref().map(|d| d.to_string()))
-        .bind(&m.annotations)
-        .bind(now)
-        .bind(if tags.is_empty() { Some(now) } else { None })
-        .bind(&m.pushed_by)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
+        let inserted = self
+            .insert_or_lock_manifest(&mut tx, repo_id, m, !tags.is_empty(), now)
+            .await?;
         if inserted && tags.is_empty() {
             gc::enqueue_manifest(&mut tx, repo_id, &digest, now).await?;
         }
+        let mut sorted_tags: Vec<&str> = tags.to_vec();
+        sorted_tags.sort_unstable();
+        sorted_tags.dedup();
+        let actor = if m.from_upstream {
+            events::PROXY
+        } else {
+            m.pushed_by.as_deref().unwrap_or("")
+        };
         if inserted {
+            let event = NewEvent {
+                kind: if m.from_upstream {
+                    EventKind::ArtifactCached
+                } else {
+                    EventKind::ArtifactPushed
+                },
+                repo_id,
+                digest: Some(&digest),
+                tag: None,
+                actor,
+                detail: serde_json::json!({
+                    "media_type": m.media_type,
+                    "artifact_type": m.artifact_type,
+                    "size": m.payload.len(),
+                    "subject": m.subject.as_ref().map(|d| d.to_string()),
+                    "tags": sorted_tags,
+                }),
+            };
+            events::record(&mut tx, event, now).await?;
             for (blob, _) in &m.blobs {
                 sqlx::query("INSERT INTO manifest_refs (repo_id, manifest, blob) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
                     .bind(repo_id)
@@ -190,40 +238,107 @@ impl MetaStore {
                 .await?;
             }
         }
-        for &tag in tags {
-            let previous: Option<String> =
-                sqlx::query_scalar("SELECT digest FROM tags WHERE repo_id = $1 AND name = $2")
-                    .bind(repo_id)
-                    .bind(tag)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            sqlx::query(
-                "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
-            )
-            .bind(repo_id)
-            .bind(tag)
-            .bind(&digest)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE manifests SET untagged_at = NULL WHERE repo_id = $1 AND digest = $2",
-            )
-            .bind(repo_id)
-            .bind(&digest)
-            .execute(&mut *tx)
-            .await?;
-            if let Some(prev) = previous.filter(|p| *p != digest) {
-                tags::mark_untagged_if_orphan(&mut tx, repo_id, &prev, now).await?;
-                gc::enqueue_manifest(&mut tx, repo_id, &prev, now).await?;
+        for &tag in &sorted_tags {
+            let previous =
+                tags::point_tag(&mut tx, self.dialect, repo_id, tag, &digest, now).await?;
+            if previous.as_deref() == Some(digest.as_str()) {
+                continue;
             }
+            if let Some(prev) = &previous {
+                tags::mark_untagged_if_orphan(&mut tx, repo_id, prev, now).await?;
+                gc::enqueue_manifest(&mut tx, repo_id, prev, now).await?;
+            }
+            let event = NewEvent {
+                kind: EventKind::TagSet,
+                repo_id,
+                digest: Some(&digest),
+                tag: Some(tag),
+                actor,
+                detail: serde_json::json!({ "previous": previous }),
+            };
+            events::record(&mut tx, event, now).await?;
+        }
+        if !tags.is_empty() {
+            sqlx::query(
+                "UPDATE manifests SET untagged_at = NULL
+                 WHERE repo_id = $1 AND digest = $2 AND untagged_at IS NOT NULL",
+            )
+            .bind(repo_id)
+            .bind(&digest)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         for &tag in tags {
             self.cache.forget_tag(repo_id, tag);
         }
         Ok(())
+    }
+
+    /// Inserts the manifest row, or locks the one already there (for update when `tagging`,
+    /// since the push then changes it; for share otherwise), so that a review or a delete
+    /// cannot remove it before this push commits. True when it was inserted.
+    async fn insert_or_lock_manifest(
+        &self,
+        conn: &mut AnyConnection,
+        repo_id: i64,
+        m: &NewManifest,
+        tagging: bool,
+        now: i64,
+    ) -> Result<bool, PutManifestError> {
+        let digest = m.digest.to_string();
+        // A row deleted between the insert and the lock is inserted again, at most twice.
+        for _ in 0..3 {
+            let inserted = sqlx::query(
+                "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, size, payload, subject,
+                                        config_digest, annotations, created_at, untagged_at, pushed_by)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                 ON CONFLICT (repo_id, digest) DO NOTHING",
+            )
+            .bind(repo_id)
+            .bind(&digest)
+            .bind(&m.media_type)
+            .bind(&m.artifact_type)
+            .bind(m.payload.len() as i64)
+            .bind(&m.payload)
+            .bind(m.subject.as_ref().map(|d| d.to_string()))
+            .bind(m.config_digest.as_ref().map(|d| d.to_string()))
+            .bind(&m.annotations)
+            .bind(now)
+            .bind(if tagging { None } else { Some(now) })
+            .bind(&m.pushed_by)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+                == 1;
+            if inserted {
+                return Ok(true);
+            }
+            let lock = if tagging {
+                locking!(
+                    self.dialect,
+                    "SELECT 1 FROM manifests WHERE repo_id = $1 AND digest = $2",
+                    "FOR UPDATE"
+                )
+            } else {
+                locking!(
+                    self.dialect,
+                    "SELECT 1 FROM manifests WHERE repo_id = $1 AND digest = $2",
+                    "FOR SHARE"
+                )
+            };
+            let present: Option<i64> = sqlx::query_scalar(lock)
+                .bind(repo_id)
+                .bind(&digest)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if present.is_some() {
+                return Ok(false);
+            }
+        }
+        Err(PutManifestError::Meta(MetaError::Corrupt(format!(
+            "manifest {digest} kept disappearing while it was pushed"
+        ))))
     }
 
     pub async fn get_manifest(
@@ -256,15 +371,42 @@ impl MetaStore {
     /// cosign-style `sha256-<hex>.sig/.att/.sbom` tags of this repository, and the index
     /// children nothing else uses. Their blobs are queued for garbage collection. A manifest
     /// that an index of the repository still lists is refused (`Listed`).
-    pub async fn delete_manifest(&self, repo_id: i64, digest: &Digest) -> Result<DeleteOutcome> {
+    pub async fn delete_manifest(
+        &self,
+        repo_id: i64,
+        digest: &Digest,
+        actor: &str,
+    ) -> Result<DeleteOutcome> {
+        let mut attempt = 1;
+        loop {
+            match self.delete_manifest_once(repo_id, digest, actor).await {
+                Err(e) if e.is_retryable_conflict() && attempt < crate::WRITE_ATTEMPTS => {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn delete_manifest_once(
+        &self,
+        repo_id: i64,
+        digest: &Digest,
+        actor: &str,
+    ) -> Result<DeleteOutcome> {
         let d = digest.to_string();
         let mut tx = self.begin_write().await?;
-        let exists: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM manifests WHERE repo_id = $1 AND digest = $2")
-                .bind(repo_id)
-                .bind(&d)
-                .fetch_optional(&mut *tx)
-                .await?;
+        // Locked for update, then the indexes that list it are read: an index push that
+        // lists it holds it for share, so this either sees that index or comes first.
+        let exists: Option<i64> = sqlx::query_scalar(locking!(
+            self.dialect,
+            "SELECT 1 FROM manifests WHERE repo_id = $1 AND digest = $2",
+            "FOR UPDATE"
+        ))
+        .bind(repo_id)
+        .bind(&d)
+        .fetch_optional(&mut *tx)
+        .await?;
         if exists.is_none() {
             return Ok(DeleteOutcome::NotFound);
         }
@@ -277,7 +419,7 @@ impl MetaStore {
         if !parents.is_empty() {
             return Ok(DeleteOutcome::Listed(parents));
         }
-        let deleted = delete_manifest_cascade(&mut tx, repo_id, &d, now_ms()).await?;
+        let deleted = delete_manifest_cascade(&mut tx, repo_id, &d, now_ms(), actor).await?;
         self.cache.notify(&mut *tx, cache::NOTE_MANIFESTS).await?;
         tx.commit().await?;
         self.cache.clear();
@@ -385,17 +527,38 @@ pub(crate) async fn tagged_or_listed(
 /// Deletes a manifest and what depends on it, inside the caller's transaction: its tags, its
 /// reference rows (its blobs are queued for review), its referrers, the cosign tag-scheme
 /// signatures (`sha256-<hex>.sig`, `.att`, `.sbom`) of this repository, and the children of
-/// an index that are neither tagged nor listed by another index. Returns how many manifests
-/// were deleted.
+/// an index that are neither tagged nor listed by another index. The caller has locked
+/// `digest`'s row (and decided it goes); every dependant is locked for update before it is
+/// looked at again, so one that a concurrent push tagged or listed meanwhile stays. Returns
+/// how many manifests were deleted. Each deletion is announced as done by `actor`.
 pub(crate) async fn delete_manifest_cascade(
     conn: &mut AnyConnection,
     repo_id: i64,
     digest: &str,
     now: i64,
+    actor: &str,
 ) -> Result<usize, sqlx::Error> {
-    let mut work = vec![digest.to_owned()];
+    let dialect = crate::dialect_of(conn);
+    // (digest, whether it still has to be checked: dependants do, the root does not)
+    let mut work = vec![(digest.to_owned(), false)];
     let mut deleted = 0;
-    while let Some(d) = work.pop() {
+    while let Some((d, check)) = work.pop() {
+        if check {
+            let present: Option<i64> = sqlx::query_scalar(locking!(
+                dialect,
+                "SELECT 1 FROM manifests WHERE repo_id = $1 AND digest = $2",
+                "FOR UPDATE"
+            ))
+            .bind(repo_id)
+            .bind(&d)
+            .fetch_optional(&mut *conn)
+            .await?;
+            // A referrer that a live index lists, or that is tagged, stays (the review keeps
+            // it while it is listed or tagged).
+            if present.is_none() || tagged_or_listed(conn, repo_id, &d).await? {
+                continue;
+            }
+        }
         let gone = sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
             .bind(repo_id)
             .bind(&d)
@@ -406,11 +569,23 @@ pub(crate) async fn delete_manifest_cascade(
             continue;
         }
         deleted += 1;
-        sqlx::query("DELETE FROM tags WHERE repo_id = $1 AND digest = $2")
-            .bind(repo_id)
-            .bind(&d)
-            .execute(&mut *conn)
-            .await?;
+        let mut tags: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM tags WHERE repo_id = $1 AND digest = $2 RETURNING name",
+        )
+        .bind(repo_id)
+        .bind(&d)
+        .fetch_all(&mut *conn)
+        .await?;
+        tags.sort_unstable();
+        let event = NewEvent {
+            kind: EventKind::ArtifactDeleted,
+            repo_id,
+            digest: Some(&d),
+            tag: None,
+            actor,
+            detail: serde_json::json!({ "tags": tags }),
+        };
+        events::record(conn, event, now).await?;
         let blobs: Vec<String> = sqlx::query_scalar(
             "DELETE FROM manifest_refs WHERE repo_id = $1 AND manifest = $2 RETURNING blob",
         )
@@ -428,27 +603,16 @@ pub(crate) async fn delete_manifest_cascade(
         .bind(&d)
         .fetch_all(&mut *conn)
         .await?;
-        for c in children {
-            if !tagged_or_listed(conn, repo_id, &c).await? {
-                work.push(c);
-            }
-        }
         let referrers: Vec<String> =
             sqlx::query_scalar("SELECT digest FROM manifests WHERE repo_id = $1 AND subject = $2")
                 .bind(repo_id)
                 .bind(&d)
                 .fetch_all(&mut *conn)
                 .await?;
-        // A referrer that a live index lists, or that is tagged, stays (the review keeps it
-        // while it is listed or tagged).
-        for r in referrers {
-            if !tagged_or_listed(conn, repo_id, &r).await? {
-                work.push(r);
-            }
-        }
+        let mut dependants: Vec<String> = children.into_iter().chain(referrers).collect();
         if let Some(hex) = d.strip_prefix("sha256:") {
-            let signatures: Vec<String> = sqlx::query_scalar(
-                "DELETE FROM tags WHERE repo_id = $1 AND name IN ($2, $3, $4) RETURNING digest",
+            let signatures: Vec<(String, String)> = sqlx::query_as(
+                "DELETE FROM tags WHERE repo_id = $1 AND name IN ($2, $3, $4) RETURNING name, digest",
             )
             .bind(repo_id)
             .bind(format!("sha256-{hex}.sig"))
@@ -456,12 +620,23 @@ pub(crate) async fn delete_manifest_cascade(
             .bind(format!("sha256-{hex}.sbom"))
             .fetch_all(&mut *conn)
             .await?;
-            for s in signatures {
-                if !tagged_or_listed(conn, repo_id, &s).await? {
-                    work.push(s);
-                }
+            for (tag, digest) in signatures {
+                let event = NewEvent {
+                    kind: EventKind::TagDeleted,
+                    repo_id,
+                    digest: Some(&digest),
+                    tag: Some(&tag),
+                    actor,
+                    detail: serde_json::json!({}),
+                };
+                events::record(conn, event, now).await?;
+                dependants.push(digest);
             }
         }
+        // Popped last first: pushed in reverse digest order, they are locked in digest order.
+        dependants.sort_unstable_by(|a, b| b.cmp(a));
+        dependants.dedup();
+        work.extend(dependants.into_iter().map(|d| (d, true)));
         gc::dequeue(conn, "manifest", &gc::manifest_key(repo_id, &d)).await?;
     }
     Ok(deleted)

@@ -6,7 +6,8 @@
 use berth_core::RepoName;
 use sqlx::{AnyConnection, Row};
 
-use crate::{MetaError, MetaStore, Result, cache, gc, now_ms};
+use crate::events::{self, EventKind};
+use crate::{MetaError, MetaStore, Result, cache, gc, locking, now_ms};
 
 /// A repository as a write names it: by id (known to exist, e.g. from an upload session) or by
 /// name (created if missing).
@@ -62,13 +63,34 @@ const EMPTY: &str = "NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.i
       AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.repo_id = r.id)";
 
 /// The id of the repository a write names, creating it (and its project) by name when missing,
-/// within the caller's write transaction.
+/// within the caller's write transaction. On PostgreSQL the repository's row is locked for
+/// share until the transaction ends, so that a repository deletion or the collection of empty
+/// repositories (which lock it for update, then look again) cannot remove it under the write;
+/// creating one locks its project for update, so that concurrent creations count each other
+/// against `limits.repositories_per_project` and a project deletion waits.
 pub(crate) async fn resolve(conn: &mut AnyConnection, repo: &RepoRef, limit: u64) -> Result<i64> {
+    let dialect = crate::dialect_of(conn);
     let name = match repo {
-        RepoRef::Id(id) => return Ok(*id),
+        RepoRef::Id(id) => {
+            // A session's or a cached id: make sure it still exists, and keep it.
+            let found: Option<i64> = sqlx::query_scalar(locking!(
+                dialect,
+                "SELECT id FROM repositories WHERE id = $1",
+                "FOR SHARE"
+            ))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            return found.ok_or(MetaError::RepositoryGone(*id));
+        }
         RepoRef::Name(n) => n,
     };
-    let id: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1")
+    let by_name = locking!(
+        dialect,
+        "SELECT id FROM repositories WHERE name = $1",
+        "FOR SHARE"
+    );
+    let id: Option<i64> = sqlx::query_scalar(by_name)
         .bind(name.as_str())
         .fetch_optional(&mut *conn)
         .await?;
@@ -83,10 +105,22 @@ pub(crate) async fn resolve(conn: &mut AnyConnection, repo: &RepoRef, limit: u64
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    let project: i64 = sqlx::query_scalar("SELECT id FROM projects WHERE name = $1")
-        .bind(name.project())
-        .fetch_one(&mut *conn)
-        .await?;
+    let project: i64 = sqlx::query_scalar(locking!(
+        dialect,
+        "SELECT id FROM projects WHERE name = $1",
+        "FOR UPDATE"
+    ))
+    .bind(name.project())
+    .fetch_one(&mut *conn)
+    .await?;
+    // Another write may have created the repository while this one waited for the project.
+    if let Some(id) = sqlx::query_scalar::<_, i64>(by_name)
+        .bind(name.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+    {
+        return Ok(id);
+    }
     if limit > 0 {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM repositories WHERE project_id = $1")
             .bind(project)
@@ -173,7 +207,19 @@ impl MetaStore {
         let mut removed = 0;
         for id in candidates {
             let mut tx = self.begin_write().await?;
-            // Checked again under the write lock: a push may have arrived since.
+            // Locked, then checked again: a push may have arrived since (a write into the
+            // repository holds its row for share, so this waits for it and then sees it).
+            let locked: Option<i64> = sqlx::query_scalar(locking!(
+                self.dialect,
+                "SELECT id FROM repositories WHERE id = $1",
+                "FOR UPDATE"
+            ))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if locked.is_none() {
+                continue;
+            }
             let gone = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM repositories WHERE id = $1 AND id IN (SELECT id FROM repositories r WHERE {EMPTY})"
             )))
@@ -196,15 +242,44 @@ impl MetaStore {
     /// Deletes a repository with everything in it: its tags, manifests (their blobs are queued
     /// for garbage collection), blob links and upload sessions, in batches of short
     /// transactions. `None` when there is no such repository.
-    pub async fn delete_repository(&self, name: &RepoName) -> Result<Option<RepoDeletion>> {
+    pub async fn delete_repository(
+        &self,
+        name: &RepoName,
+        actor: &str,
+    ) -> Result<Option<RepoDeletion>> {
         let Some(id) = self.repo_id(name).await? else {
             return Ok(None);
         };
         let mut done = RepoDeletion::default();
         // A push racing the deletion can add rows between batches; a few rounds catch it.
-        for _ in 0..100 {
+        for round in 0..100 {
             let mut tx = self.begin_write().await?;
+            // Writes into the repository hold its row for share: this batch waits for those
+            // in flight, and new ones wait for this batch.
+            let locked: Option<i64> = sqlx::query_scalar(locking!(
+                self.dialect,
+                "SELECT id FROM repositories WHERE id = $1",
+                "FOR UPDATE"
+            ))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if locked.is_none() {
+                return Ok(Some(done));
+            }
             let now = now_ms();
+            if round == 0 {
+                // Announced with the first batch: what it deletes is gone once it commits.
+                let event = events::NewEvent {
+                    kind: EventKind::RepositoryDeleted,
+                    repo_id: id,
+                    digest: None,
+                    tag: None,
+                    actor,
+                    detail: serde_json::json!({}),
+                };
+                events::record(&mut tx, event, now).await?;
+            }
             let tags = sqlx::query(
                 "DELETE FROM tags WHERE repo_id = $1 AND name IN
                    (SELECT name FROM tags WHERE repo_id = $1 LIMIT $2)",
@@ -295,10 +370,16 @@ impl MetaStore {
     /// repositories; refused while a repository holds anything.
     pub async fn delete_project(&self, name: &str) -> Result<ProjectDeletion> {
         let mut tx = self.begin_write().await?;
-        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM projects WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
+        // Creating a repository in the project locks the project for update too: none can be
+        // created while this decides.
+        let id: Option<i64> = sqlx::query_scalar(locking!(
+            self.dialect,
+            "SELECT id FROM projects WHERE name = $1",
+            "FOR UPDATE"
+        ))
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(id) = id else {
             return Ok(ProjectDeletion::NotFound);
         };

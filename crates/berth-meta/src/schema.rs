@@ -37,6 +37,11 @@ const SQLITE: Migrations = &[
         "hardening",
         include_str!("../migrations/sqlite/0005_hardening.sql"),
     ),
+    (
+        6,
+        "events",
+        include_str!("../migrations/sqlite/0006_events.sql"),
+    ),
 ];
 
 const POSTGRES: Migrations = &[
@@ -64,6 +69,11 @@ const POSTGRES: Migrations = &[
         5,
         "hardening",
         include_str!("../migrations/postgres/0005_hardening.sql"),
+    ),
+    (
+        6,
+        "events",
+        include_str!("../migrations/postgres/0006_events.sql"),
     ),
 ];
 

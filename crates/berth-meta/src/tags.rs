@@ -4,6 +4,7 @@
 use berth_core::Digest;
 use sqlx::{Any, Transaction};
 
+use crate::events::{self, EventKind};
 use crate::{MetaStore, Result, gc, now_ms, parse_digest};
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -33,8 +34,9 @@ impl MetaStore {
         Ok(d)
     }
 
-    /// Deletes a tag (the manifest stays). False if there was no such tag.
-    pub async fn delete_tag(&self, repo_id: i64, tag: &str) -> Result<bool> {
+    /// Deletes a tag (the manifest stays), as `actor` (who the event names). False if there
+    /// was no such tag.
+    pub async fn delete_tag(&self, repo_id: i64, tag: &str, actor: &str) -> Result<bool> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         let digest: Option<String> = sqlx::query_scalar(
@@ -47,6 +49,15 @@ impl MetaStore {
         if let Some(d) = &digest {
             mark_untagged_if_orphan(&mut tx, repo_id, d, now).await?;
             gc::enqueue_manifest(&mut tx, repo_id, d, now).await?;
+            let event = events::NewEvent {
+                kind: EventKind::TagDeleted,
+                repo_id,
+                digest: Some(d),
+                tag: Some(tag),
+                actor,
+                detail: serde_json::json!({}),
+            };
+            events::record(&mut tx, event, now).await?;
         }
         tx.commit().await?;
         self.cache.forget_tag(repo_id, tag);
@@ -70,7 +81,7 @@ impl MetaStore {
         .await?;
         let mut n = 0;
         for (repo, tag) in old {
-            if self.delete_tag(repo, &tag).await? {
+            if self.delete_tag(repo, &tag, events::PROXY).await? {
                 n += 1;
             }
         }
@@ -98,6 +109,39 @@ impl MetaStore {
         .fetch_all(&self.read)
         .await?)
     }
+}
+
+/// Points `tag` at `digest` inside the caller's write transaction and returns the digest it
+/// pointed at before. The tag's row is locked for update first (PostgreSQL), so two pushes
+/// moving one tag take turns and each sees what it replaced.
+pub(crate) async fn point_tag(
+    conn: &mut sqlx::AnyConnection,
+    dialect: crate::Dialect,
+    repo_id: i64,
+    tag: &str,
+    digest: &str,
+    now: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    let previous: Option<String> = sqlx::query_scalar(crate::locking!(
+        dialect,
+        "SELECT digest FROM tags WHERE repo_id = $1 AND name = $2",
+        "FOR UPDATE"
+    ))
+    .bind(repo_id)
+    .bind(tag)
+    .fetch_optional(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+    )
+    .bind(repo_id)
+    .bind(tag)
+    .bind(digest)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(previous)
 }
 
 /// Marks a manifest as untagged (for the untagged-manifest policy) if no tag points at it.

@@ -219,15 +219,15 @@ on_both_dialects! {
             ["A", "B1", "_z", "a", "b"]
         );
         assert_eq!(m.list_tags(r, Some("B1"), 2).await.unwrap(), ["_z", "a"]);
-        assert!(m.delete_tag(r, "a").await.unwrap());
-        assert!(!m.delete_tag(r, "a").await.unwrap());
+        assert!(m.delete_tag(r, "a", "alice").await.unwrap());
+        assert!(!m.delete_tag(r, "a", "alice").await.unwrap());
         let md = image(&cfg, 3).digest;
         assert!(
             m.get_manifest(r, &md).await.unwrap().is_some(),
             "deleting a tag keeps the manifest"
         );
         assert_eq!(
-            m.delete_manifest(r, &md).await.unwrap(),
+            m.delete_manifest(r, &md, "alice").await.unwrap(),
             DeleteOutcome::Deleted(1)
         );
         assert!(
@@ -318,7 +318,7 @@ async fn the_read_cache_follows_own_writes_at_once_and_other_processes_soon() {
 
     // Another process deletes the manifest: the cache is flushed within a few polls.
     assert_eq!(
-        b.delete_manifest(r, &second.digest).await.unwrap(),
+        b.delete_manifest(r, &second.digest, "alice").await.unwrap(),
         DeleteOutcome::Deleted(1)
     );
     let deadline = std::time::Instant::now() + cache::POLL * 8;
@@ -588,7 +588,7 @@ async fn two_nodes_on_postgres_see_each_others_writes() {
     // b serves first from its cache; a deletes it: b's copy goes when the NOTIFY arrives.
     assert!(b.get_manifest(r, &first.digest).await.unwrap().is_some());
     assert_eq!(
-        a.delete_manifest(r, &first.digest).await.unwrap(),
+        a.delete_manifest(r, &first.digest, "alice").await.unwrap(),
         DeleteOutcome::Deleted(1)
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -914,4 +914,229 @@ async fn both_dialects_migrate_to_the_same_schema() {
         + &diff("check constraints", &a.checks, &b.checks)
         + &diff("indexes", &a.indexes, &b.indexes);
     assert!(report.is_empty(), "the dialects' schemas differ:\n{report}");
+}
+
+/// The events after `after` once there are at least `n`. On PostgreSQL an event is read only
+/// once every older transaction on the server has ended, and other tests run transactions
+/// beside this one, so the last events may take a moment to show.
+async fn settled_events(m: &MetaStore, after: EventPosition, n: usize) -> Vec<Event> {
+    for _ in 0..200 {
+        let events = m.events_after(after, 1000).await.unwrap();
+        if events.len() >= n {
+            return events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    m.events_after(after, 1000).await.unwrap()
+}
+
+/// (kind, repository, digest, tag, actor) of each event after `after`, once there are `n`.
+async fn event_list(
+    m: &MetaStore,
+    after: EventPosition,
+    n: usize,
+) -> Vec<(String, String, Option<String>, Option<String>, String)> {
+    settled_events(m, after, n)
+        .await
+        .into_iter()
+        .map(|e| (e.kind, e.repository, e.digest, e.tag, e.actor))
+        .collect()
+}
+
+on_both_dialects! {
+    async fn every_change_writes_its_event_in_order(m) {
+        let r = m.ensure_repo(&repo("team/app")).await.unwrap();
+        let cfg = push_blob(&m, r, "cfg").await;
+        let cfg2 = push_blob(&m, r, "cfg2").await;
+        let mut first = image(&cfg, 3);
+        first.pushed_by = Some("alice".into());
+        let mut second = image(&cfg2, 4);
+        second.pushed_by = Some("bob".into());
+        let (a, b) = (first.digest.to_string(), second.digest.to_string());
+        m.put_manifest(r, &first, &["v1", "latest"]).await.unwrap();
+        // The same push again changes nothing and announces nothing.
+        m.put_manifest(r, &first, &["v1"]).await.unwrap();
+        m.put_manifest(r, &second, &["latest"]).await.unwrap();
+        assert!(m.delete_tag(r, "v1", "carol").await.unwrap());
+        assert_eq!(m.delete_manifest(r, &second.digest, "dave").await.unwrap(), DeleteOutcome::Deleted(1));
+        m.delete_repository(&repo("team/app"), "erin").await.unwrap().unwrap();
+        let s = |x: &str| x.to_owned();
+        let app = || s("team/app");
+        assert_eq!(
+            event_list(&m, EventPosition::default(), 8).await,
+            [
+                (s("artifact.pushed"), app(), Some(a.clone()), None, s("alice")),
+                (s("tag.set"), app(), Some(a.clone()), Some(s("latest")), s("alice")),
+                (s("tag.set"), app(), Some(a.clone()), Some(s("v1")), s("alice")),
+                (s("artifact.pushed"), app(), Some(b.clone()), None, s("bob")),
+                (s("tag.set"), app(), Some(b.clone()), Some(s("latest")), s("bob")),
+                (s("tag.deleted"), app(), Some(a.clone()), Some(s("v1")), s("carol")),
+                (s("artifact.deleted"), app(), Some(b.clone()), None, s("dave")),
+                (s("repository.deleted"), app(), None, None, s("erin")),
+            ]
+        );
+        let all = settled_events(&m, EventPosition::default(), 8).await;
+        let detail = |i: usize| serde_json::from_str::<serde_json::Value>(&all[i].detail).unwrap();
+        assert_eq!(detail(0)["tags"], serde_json::json!(["latest", "v1"]));
+        assert_eq!(detail(0)["size"], 2);
+        assert_eq!(detail(4)["previous"], serde_json::json!(a));
+        assert_eq!(detail(1)["previous"], serde_json::Value::Null);
+        assert_eq!(detail(6)["tags"], serde_json::json!(["latest"]), "a deletion names the tags it took");
+        // Reading on from a position gives the rest, in the same order.
+        assert_eq!(event_list(&m, all[5].position(), 2).await.len(), 2);
+        assert!(all.windows(2).all(|w| w[0].position() < w[1].position()));
+    }
+}
+
+on_both_dialects! {
+    async fn garbage_collection_announces_what_it_deletes(m) {
+        let r = m.ensure_repo(&repo("ci")).await.unwrap();
+        let cfg = push_blob(&m, r, "cfg").await;
+        let img = image(&cfg, 3);
+        m.put_manifest(r, &img, &[]).await.unwrap();
+        let policy = GcPolicy { grace_ms: 0, untagged_age_ms: Some(0), lease_ms: 60_000 };
+        let mut tx = m.gc_tx().await.unwrap();
+        let review = tx.review_manifest(r, &img.digest.to_string(), &policy, now_ms() + 1).await.unwrap();
+        assert_eq!(review, ManifestReview::Deleted(1));
+        tx.commit().await.unwrap();
+        // Pushed, then deleted.
+        let events = event_list(&m, EventPosition::default(), 2).await;
+        assert_eq!(
+            events.last().unwrap(),
+            &("artifact.deleted".to_owned(), "ci".to_owned(), Some(img.digest.to_string()), None, "gc".to_owned())
+        );
+    }
+}
+
+on_both_dialects! {
+    async fn a_consumer_is_held_by_one_owner_and_moves_on_from_where_it_was(m) {
+        let r = m.ensure_repo(&repo("app")).await.unwrap();
+        let cfg = push_blob(&m, r, "cfg").await;
+        m.put_manifest(r, &image(&cfg, 3), &["old"]).await.unwrap();
+        // A new consumer starts at the end: it is handed what happens from now on.
+        let start = m.claim_event_consumer("hook", "node-a", 60_000).await.unwrap().unwrap();
+        assert!(m.events_after(start, 100).await.unwrap().is_empty());
+        assert_eq!(m.claim_event_consumer("hook", "node-b", 60_000).await.unwrap(), None, "held by node-a");
+        assert!(m.delete_tag(r, "old", "alice").await.unwrap());
+        let new = settled_events(&m, start, 1).await;
+        assert_eq!(new.len(), 1);
+        assert!(!m.advance_event_consumer("hook", "node-b", new[0].position()).await.unwrap(), "not its lease");
+        assert!(m.advance_event_consumer("hook", "node-a", new[0].position()).await.unwrap());
+        // Released (a node stopping), the next owner goes on from there.
+        m.release_event_consumer("hook", "node-a").await.unwrap();
+        let at = m.claim_event_consumer("hook", "node-b", 60_000).await.unwrap().unwrap();
+        assert_eq!(at, new[0].position());
+        // A lease that ran out is taken over.
+        let at2 = m.claim_event_consumer("other", "node-a", -1).await.unwrap().unwrap();
+        assert_eq!(m.claim_event_consumer("other", "node-b", 60_000).await.unwrap(), Some(at2));
+        // Purging deletes what every consumer has passed (both are at the third event), and
+        // keeps what one has not.
+        assert_eq!(m.purge_events(now_ms() + 1, 100).await.unwrap(), 3);
+        m.put_manifest(r, &image(&cfg, 3), &["new"]).await.unwrap();
+        let newer = settled_events(&m, new[0].position(), 1).await;
+        let last = newer.last().unwrap().position();
+        assert!(m.advance_event_consumer("hook", "node-b", last).await.unwrap());
+        assert_eq!(m.purge_events(now_ms() + 1, 100).await.unwrap(), 0, "\"other\" has not passed them");
+        assert!(m.advance_event_consumer("other", "node-b", last).await.unwrap());
+        assert_eq!(m.purge_events(now_ms() + 1, 100).await.unwrap(), newer.len() as u64);
+        assert!(m.events_after(EventPosition::default(), 100).await.unwrap().is_empty());
+        // Nor is anything purged before it is old enough.
+        m.put_manifest(r, &image(&cfg, 3), &["newest"]).await.unwrap();
+        let last = settled_events(&m, last, 1).await.last().unwrap().position();
+        assert!(m.advance_event_consumer("hook", "node-b", last).await.unwrap());
+        assert!(m.advance_event_consumer("other", "node-b", last).await.unwrap());
+        assert_eq!(m.purge_events(now_ms() - 60_000, 100).await.unwrap(), 0);
+    }
+}
+
+/// PostgreSQL only (SQLite writers take turns): an event whose transaction took its id first
+/// but commits last is read after the others, never skipped.
+#[tokio::test]
+async fn an_event_committed_late_is_not_skipped() {
+    let Some(url) = test_postgres_url() else {
+        return;
+    };
+    let opts = MetaStore::test_postgres_options(&url).await.unwrap();
+    let m = MetaStore::open_postgres(&opts).await.unwrap();
+    let r = m.ensure_repo(&repo("app")).await.unwrap();
+    let cfg = push_blob(&m, r, "cfg").await;
+    let mut slow = m.begin_write().await.unwrap();
+    let event = events::NewEvent {
+        kind: EventKind::TagDeleted,
+        repo_id: r,
+        digest: None,
+        tag: Some("slow"),
+        actor: "slow",
+        detail: serde_json::json!({}),
+    };
+    events::record(&mut slow, event, now_ms()).await.unwrap();
+    m.put_manifest(r, &image(&cfg, 3), &[]).await.unwrap();
+    assert!(
+        m.events_after(EventPosition::default(), 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing is handed on while an older transaction may still add an event before it"
+    );
+    slow.commit().await.unwrap();
+    let events = settled_events(&m, EventPosition::default(), 2).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["tag.deleted", "artifact.pushed"]);
+    assert!(events[0].id < events[1].id);
+}
+
+/// PostgreSQL only: a blob review that overlaps the delete of the blob's last manifest must
+/// not drop the review the delete queued. Before the review locked its queue row first, it
+/// saw the reference (the delete not yet committed), waited on the row the delete had just
+/// re-queued, and then deleted it: the blob was never reviewed again and its bytes stayed
+/// forever (seen in the three-node GC stress test).
+#[tokio::test]
+async fn a_review_racing_the_delete_of_the_last_reference_keeps_the_blob_queued() {
+    let Some(url) = test_postgres_url() else {
+        return;
+    };
+    let opts = MetaStore::test_postgres_options(&url).await.unwrap();
+    let m = MetaStore::open_postgres(&opts).await.unwrap();
+    let r = m.ensure_repo(&repo("app")).await.unwrap();
+    let cfg = push_blob(&m, r, "cfg").await;
+    let img = image(&cfg, 3);
+    m.put_manifest(r, &img, &["v1"]).await.unwrap();
+    let policy = GcPolicy {
+        grace_ms: 0,
+        untagged_age_ms: None,
+        lease_ms: 60_000,
+    };
+    // The delete of the only manifest, held open after it re-queued the blob.
+    let mut delete = m.begin_write().await.unwrap();
+    let n = manifests::delete_manifest_cascade(
+        &mut delete,
+        r,
+        &img.digest.to_string(),
+        now_ms(),
+        "alice",
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 1);
+    let review = {
+        let m = m.clone();
+        let digest = cfg.to_string();
+        tokio::spawn(async move {
+            let mut tx = m.gc_tx().await.unwrap();
+            let outcome = tx
+                .review_blob(&digest, &policy, now_ms() + 1)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            outcome
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    delete.commit().await.unwrap();
+    let outcome = review.await.unwrap();
+    let queued = m.blob_review_queued_for_tests(&cfg.to_string()).await;
+    assert!(
+        matches!(outcome, BlobReview::Sweep(_)) || queued,
+        "the blob was neither swept nor left queued: {outcome:?}"
+    );
 }

@@ -479,6 +479,10 @@ async fn run(config: Config, admin_password: Option<String>) -> anyhow::Result<(
         registry.jobs_wake.clone(),
     );
     let jobs = tokio::spawn(runner.run(jobs_cancel.clone()));
+    // The events outbox: no consumer is built in yet (webhooks and event-triggered replication
+    // will be); meanwhile the worker purges what the retention lets go.
+    let events_worker = berth_jobs::EventWorker::new(meta.clone(), config.events.clone(), vec![]);
+    let events = tokio::spawn(berth_jobs::run_worker(events_worker, jobs_cancel.clone()));
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         data_dir = %data_dir.display(),
@@ -533,6 +537,7 @@ async fn run(config: Config, admin_password: Option<String>) -> anyhow::Result<(
     // A running GC stops between two items; its progress so far is kept.
     jobs_cancel.cancel();
     let _ = jobs.await;
+    let _ = events.await;
     meta.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -26,6 +26,10 @@ pub struct Env {
     pub blobs: Arc<FsBlobStore>,
     pub config: Arc<Config>,
     pub app: Router,
+    /// Every node (the first is `meta` and `app`): its own MetaStore (connection pools,
+    /// caches, committer) on the one database, its own services, the one blob directory.
+    pub nodes: Vec<(MetaStore, Router)>,
+    next: std::sync::atomic::AtomicUsize,
 }
 
 pub struct Response {
@@ -55,25 +59,57 @@ pub fn test_config(grace: std::time::Duration) -> Config {
 
 impl Env {
     pub async fn new(config: Config) -> Env {
+        Env::cluster(config, 1).await
+    }
+
+    /// `n` nodes sharing one database and one blob directory, as `berth serve` processes
+    /// share them: the SQLite file of the temporary directory, or with
+    /// `TEST_METASTORE=postgres` one schema of the test PostgreSQL. Requests go to the nodes
+    /// in turn.
+    pub async fn cluster(config: Config, n: usize) -> Env {
         let dir = tempfile::tempdir().expect("temp dir");
-        let meta = MetaStore::open_for_tests(dir.path())
-            .await
-            .expect("database");
+        let postgres = match std::env::var("TEST_METASTORE").as_deref() {
+            Ok("postgres") => {
+                let url = std::env::var("TEST_POSTGRES_URL")
+                    .expect("TEST_METASTORE=postgres needs TEST_POSTGRES_URL");
+                Some(
+                    MetaStore::test_postgres_options(&url)
+                        .await
+                        .expect("a schema of its own"),
+                )
+            }
+            _ => None,
+        };
         let blobs = Arc::new(FsBlobStore::open(dir.path()).expect("blob store"));
         let config = Arc::new(config);
-        let registry = Arc::new(
-            Registry::new(meta.clone(), blobs.clone(), config.clone())
-                .await
-                .expect("registry"),
-        );
-        let app = berth_server::router(registry);
+        let mut nodes = Vec::new();
+        for _ in 0..n.max(1) {
+            let meta = match &postgres {
+                Some(opts) => MetaStore::open_postgres(opts).await,
+                None => MetaStore::open_sqlite(&dir.path().join("berth.db")).await,
+            }
+            .expect("database");
+            let registry = Arc::new(
+                Registry::new(meta.clone(), blobs.clone(), config.clone())
+                    .await
+                    .expect("registry"),
+            );
+            nodes.push((meta, berth_server::router(registry)));
+        }
         Env {
+            meta: nodes[0].0.clone(),
+            app: nodes[0].1.clone(),
             dir,
-            meta,
             blobs,
             config,
-            app,
+            nodes,
+            next: Default::default(),
         }
+    }
+
+    /// The node the next request goes to.
+    fn node(&self) -> usize {
+        self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.nodes.len()
     }
 
     pub async fn request(
@@ -87,8 +123,8 @@ impl Env {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = self
-            .app
+        let resp = self.nodes[self.node()]
+            .1
             .clone()
             .oneshot(req.body(Body::from(body)).expect("request"))
             .await
@@ -255,8 +291,9 @@ impl Env {
     }
 
     pub async fn gc_with(&self, opts: GcOptions) -> GcReport {
+        let node = self.node();
         let report = berth_jobs::run_gc(
-            &self.meta,
+            &self.nodes[node].0,
             self.blobs.as_ref(),
             &self.config,
             &opts,

@@ -47,15 +47,25 @@ impl App {
     /// (these tests are about the registry API) unless `tweak` turns it on.
     pub async fn with_config(tweak: impl FnOnce(&mut Config)) -> App {
         let dir = tempfile::tempdir().expect("a temporary directory");
+        let meta = MetaStore::open_for_tests(dir.path())
+            .await
+            .expect("the database opens");
+        App::on(dir, meta, tweak).await
+    }
+
+    /// A registry over `meta` (PostgreSQL, say) with its blobs in `dir`, authentication off
+    /// unless `tweak` turns it on.
+    pub async fn on(
+        dir: tempfile::TempDir,
+        meta: MetaStore,
+        tweak: impl FnOnce(&mut Config),
+    ) -> App {
         let mut config = Config {
             data_dir: dir.path().to_owned(),
             ..Config::default()
         };
         config.auth.enabled = false;
         tweak(&mut config);
-        let meta = MetaStore::open_for_tests(dir.path())
-            .await
-            .expect("the database opens");
         let blobs = FsBlobStore::open(dir.path()).expect("the blob store opens");
         let registry = Arc::new(
             Registry::new(meta, Arc::new(blobs), Arc::new(config))

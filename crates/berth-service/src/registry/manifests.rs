@@ -326,7 +326,11 @@ impl Registry {
         self.check_delete_enabled()?;
         let repo = self.repo_or_unknown(name).await?;
         let deleted = match reference {
-            Reference::Digest(d) => match self.meta.delete_manifest(repo, d).await? {
+            Reference::Digest(d) => match self
+                .meta
+                .delete_manifest(repo, d, actor.principal.name())
+                .await?
+            {
                 DeleteOutcome::Deleted(_) => true,
                 DeleteOutcome::NotFound => false,
                 DeleteOutcome::Listed(indexes) => {
@@ -336,7 +340,11 @@ impl Registry {
                     });
                 }
             },
-            Reference::Tag(t) => self.meta.delete_tag(repo, t.as_str()).await?,
+            Reference::Tag(t) => {
+                self.meta
+                    .delete_tag(repo, t.as_str(), actor.principal.name())
+                    .await?
+            }
         };
         if !deleted {
             return Err(manifest_unknown(reference));

@@ -16,7 +16,7 @@ impl Registry {
         self.check_delete_enabled()?;
         let report = self
             .meta
-            .delete_repository(name)
+            .delete_repository(name, actor.principal.name())
             .await?
             .ok_or_else(|| Error::not_found(format!("repository {name}")))?;
         for id in &report.uploads {

@@ -268,28 +268,54 @@ impl Registry {
         size: u64,
     ) -> Result<()> {
         // A digest that is already stored only needs a link: skip the rename and fsyncs.
-        if self.meta.live_blob(digest).await?.is_some()
-            && let CommitOutcome::AlreadyLive { .. } = self
+        if self.meta.live_blob(digest).await?.is_some() {
+            match self
                 .meta
                 .commit_blob(session, repo.clone(), digest, None)
                 .await?
-        {
-            self.blobs.delete_upload(id).await?;
-            return Ok(());
+            {
+                CommitOutcome::AlreadyLive { .. } => {
+                    self.blobs.delete_upload(id).await?;
+                    return Ok(());
+                }
+                CommitOutcome::SessionGone => {
+                    self.blobs.delete_upload(id).await?;
+                    return Err(Error::UploadUnknown);
+                }
+                CommitOutcome::Stored | CommitOutcome::NotLive => {}
+            }
         }
         let key = BlobKey::from_upload(digest.clone(), id);
         self.blobs.commit_upload(id, size, &key).await?;
-        match self
+        let outcome = match self
             .meta
             .commit_blob(session, repo, digest, Some((&key.generation, size)))
-            .await?
+            .await
         {
-            CommitOutcome::Stored => {}
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // The transaction failed, or its outcome is unknown (a connection lost at
+                // commit): the bytes go unless a row names them. If even that cannot be
+                // read, scrub removes them after the grace period.
+                if let Ok(rows) = self.meta.blob_generations(&digest.to_string()).await
+                    && !rows.iter().any(|(g, _)| *g == key.generation)
+                {
+                    let _ = self.blobs.delete_blob(&key).await;
+                }
+                return Err(e.into());
+            }
+        };
+        match outcome {
+            CommitOutcome::Stored => Ok(()),
             CommitOutcome::AlreadyLive { .. } | CommitOutcome::NotLive => {
-                self.blobs.delete_blob(&key).await?
+                Ok(self.blobs.delete_blob(&key).await?)
+            }
+            // The session was purged or its repository deleted while the bytes were written.
+            CommitOutcome::SessionGone => {
+                self.blobs.delete_blob(&key).await?;
+                Err(Error::UploadUnknown)
             }
         }
-        Ok(())
     }
 
     /// A single-request upload: `POST ...?digest=` with the whole blob as the body.
