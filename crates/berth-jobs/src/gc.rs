@@ -251,27 +251,38 @@ async fn collect(
                     report.interrupted = true;
                     break 'passes;
                 }
-                let mut tx = meta.gc_tx().await?;
-                match item {
+                let result = match &item {
                     ReviewItem::Manifest { repo_id, digest } => {
                         report.reviewed_manifests += 1;
-                        let outcome = tx
-                            .review_manifest(repo_id, &digest, &policy, now_ms())
-                            .await?;
-                        tx.commit().await?;
-                        if let ManifestReview::Deleted(n) = outcome {
-                            report.deleted_manifests += n as u64;
-                            tracing::debug!(repo_id, %digest, manifests = n, "collected manifest");
-                        }
+                        review_manifest(meta, *repo_id, digest, &policy)
+                            .await
+                            .map(|outcome| {
+                                if let ManifestReview::Deleted(n) = outcome {
+                                    report.deleted_manifests += n as u64;
+                                    tracing::debug!(repo_id, %digest, manifests = n, "collected manifest");
+                                }
+                            })
                     }
                     ReviewItem::Blob { digest } => {
                         report.reviewed_blobs += 1;
-                        let outcome = tx.review_blob(&digest, &policy, now_ms()).await?;
-                        tx.commit().await?;
-                        if let BlobReview::Sweep(sweep) = outcome {
-                            delete_bytes(meta, bytes, &mut throttle, &sweep, &mut report).await;
+                        match review_blob(meta, digest, &policy).await {
+                            Ok(BlobReview::Sweep(sweep)) => {
+                                delete_bytes(meta, bytes, &mut throttle, &sweep, &mut report).await;
+                                Ok(())
+                            }
+                            Ok(_) => Ok(()),
+                            Err(e) => Err(e),
                         }
                     }
+                };
+                match result {
+                    Ok(()) => {}
+                    // A deadlock with a push or a delete on another node: the item stays
+                    // queued (its transaction rolled back) for the next pass or run.
+                    Err(e) if e.is_retryable_conflict() => {
+                        tracing::debug!(?item, error = %e, "review lost a lock conflict; left queued");
+                    }
+                    Err(e) => return Err(e),
                 }
             }
         }
@@ -317,4 +328,29 @@ async fn purge_uploads(
         }
     }
     Ok(())
+}
+
+async fn review_manifest(
+    meta: &MetaStore,
+    repo_id: i64,
+    digest: &str,
+    policy: &GcPolicy,
+) -> Result<ManifestReview, berth_meta::MetaError> {
+    let mut tx = meta.gc_tx().await?;
+    let outcome = tx
+        .review_manifest(repo_id, digest, policy, now_ms())
+        .await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+async fn review_blob(
+    meta: &MetaStore,
+    digest: &str,
+    policy: &GcPolicy,
+) -> Result<BlobReview, berth_meta::MetaError> {
+    let mut tx = meta.gc_tx().await?;
+    let outcome = tx.review_blob(digest, policy, now_ms()).await?;
+    tx.commit().await?;
+    Ok(outcome)
 }

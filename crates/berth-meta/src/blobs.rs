@@ -115,6 +115,11 @@ impl MetaStore {
 
     /// Links a live blob into a repository (a cross-repository mount). False if no live blob.
     pub async fn link_blob(&self, repo: impl Into<RepoRef>, digest: &Digest) -> Result<bool> {
+        let repo = repo.into();
+        crate::retrying(|| self.link_blob_once(repo.clone(), digest)).await
+    }
+
+    async fn link_blob_once(&self, repo: RepoRef, digest: &Digest) -> Result<bool> {
         let now = now_ms();
         let d = digest.to_string();
         let mut tx = self.begin_write().await?;
@@ -131,7 +136,7 @@ impl MetaStore {
         if live == 0 {
             return Ok(false);
         }
-        let repo_id = repositories::resolve(&mut tx, &repo.into(), self.repository_limit()).await?;
+        let repo_id = repositories::resolve(&mut tx, &repo, self.repository_limit()).await?;
         sqlx::query(
             "INSERT INTO repo_blobs (repo_id, digest, linked_at) VALUES ($1, $2, $3)
              ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
@@ -148,6 +153,10 @@ impl MetaStore {
 
     /// Removes a blob's link from a repository. False if it was not linked.
     pub async fn unlink_blob(&self, repo_id: i64, digest: &Digest) -> Result<bool> {
+        crate::retrying(|| self.unlink_blob_once(repo_id, digest)).await
+    }
+
+    async fn unlink_blob_once(&self, repo_id: i64, digest: &Digest) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query("DELETE FROM repo_blobs WHERE repo_id = $1 AND digest = $2")
             .bind(repo_id)

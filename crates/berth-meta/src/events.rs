@@ -9,6 +9,11 @@
 //! (`pg_snapshot_xmin`): every transaction that can still add an event then has a larger `tx`
 //! than any event read. The price is that events wait for the oldest running transaction.
 //!
+//! Transaction ids belong to one PostgreSQL server: a dump restored onto another server starts
+//! again below the stored ones. A node that opens such a database renumbers the stored events
+//! in their order, with `tx` 0, and moves each consumer's position with them
+//! ([`rebase_after_restore`]), before it serves.
+//!
 //! Delivery is at least once: a consumer's position moves after its events were handed on, so
 //! a node that dies mid-way leaves them to the node that takes over its lease.
 
@@ -175,10 +180,17 @@ impl MetaStore {
     ) -> Result<Option<EventPosition>> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let end: Option<(i64, i64)> =
-            sqlx::query_as("SELECT tx, id FROM events ORDER BY tx DESC, id DESC LIMIT 1")
-                .fetch_optional(&mut *tx)
-                .await?;
+        // The end of what can be read now: an event of an older transaction still running
+        // comes after it, and is handed on.
+        let end_sql = match self.dialect {
+            Dialect::Sqlite => "SELECT tx, id FROM events ORDER BY tx DESC, id DESC LIMIT 1",
+            Dialect::Postgres => {
+                "SELECT tx, id FROM events
+                 WHERE tx < CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT) AS BIGINT)
+                 ORDER BY tx DESC, id DESC LIMIT 1"
+            }
+        };
+        let end: Option<(i64, i64)> = sqlx::query_as(end_sql).fetch_optional(&mut *tx).await?;
         let (end_tx, end_id) = end.unwrap_or((0, 0));
         sqlx::query(
             "INSERT INTO event_consumers (name, after_tx, after_id, updated_at) VALUES ($1, $2, $3, $4)
@@ -265,4 +277,59 @@ impl MetaStore {
         tx.commit().await?;
         Ok(n)
     }
+}
+
+/// After a restore onto another PostgreSQL server (stored transaction ids at or above the
+/// server's next one), renumbers the events in their stream order after the largest id, with
+/// `tx` 0, and moves each consumer to the same place in the new numbering. Nodes serve only
+/// after this ran, so every event it finds was written before the restore; an advisory lock
+/// makes nodes that start together do it once. Returns how many events were renumbered.
+pub(crate) async fn rebase_after_restore(pool: &sqlx::AnyPool) -> Result<u64> {
+    let mut tx = crate::begin_on(pool, Dialect::Postgres).await?;
+    sqlx::query("SELECT 1 FROM pg_advisory_xact_lock(hashtext('berth events rebase'))")
+        .execute(&mut *tx)
+        .await?;
+    let restored: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE tx >= CAST(CAST(pg_snapshot_xmax(pg_current_snapshot()) AS TEXT) AS BIGINT))
+             OR EXISTS (SELECT 1 FROM event_consumers WHERE after_tx >= CAST(CAST(pg_snapshot_xmax(pg_current_snapshot()) AS TEXT) AS BIGINT))",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if !restored {
+        return Ok(0);
+    }
+    let base: i64 = sqlx::query_scalar("SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM events")
+        .fetch_one(&mut *tx)
+        .await?;
+    // A consumer has passed exactly the events at or before its position: it goes after as
+    // many in the new numbering.
+    sqlx::query(
+        "UPDATE event_consumers c SET after_tx = 0, after_id = $1 + (
+             SELECT COUNT(*) FROM events e
+             WHERE e.tx < c.after_tx OR (e.tx = c.after_tx AND e.id <= c.after_id))",
+    )
+    .bind(base)
+    .execute(&mut *tx)
+    .await?;
+    let n = sqlx::query(
+        "UPDATE events e SET id = $1 + r.n, tx = 0
+         FROM (SELECT id, row_number() OVER (ORDER BY tx, id) AS n FROM events) r
+         WHERE e.id = r.id",
+    )
+    .bind(base)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    sqlx::query("SELECT setval(pg_get_serial_sequence('events', 'id'), $1 + $2)")
+        .bind(base)
+        .bind(n as i64)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    tracing::warn!(
+        events = n,
+        "the events' transaction ids are ahead of this PostgreSQL server's (a restore onto \
+         another server?): renumbered them in their order"
+    );
+    Ok(n)
 }

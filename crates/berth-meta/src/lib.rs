@@ -208,10 +208,26 @@ pub(crate) fn dialect_of(conn: &sqlx::AnyConnection) -> Dialect {
 /// failure is run again before the failure is returned (answered 503, retryable).
 pub(crate) const WRITE_ATTEMPTS: usize = 3;
 
+/// Runs a write transaction (`attempt`) again when PostgreSQL aborted it as a deadlock or a
+/// serialization failure, up to [`WRITE_ATTEMPTS`] times in all.
+pub(crate) async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut n = 1;
+    loop {
+        match attempt().await {
+            Err(e) if e.is_retryable_conflict() && n < WRITE_ATTEMPTS => n += 1,
+            other => return other,
+        }
+    }
+}
+
 impl MetaError {
     /// A transaction PostgreSQL aborted to break a deadlock (40P01) or a serialization failure
     /// (40001): running it again is safe and will most likely succeed.
-    pub(crate) fn is_retryable_conflict(&self) -> bool {
+    pub fn is_retryable_conflict(&self) -> bool {
         match self {
             MetaError::Db(sqlx::Error::Database(d)) => {
                 matches!(d.code().as_deref(), Some("40P01") | Some("40001"))
@@ -431,6 +447,7 @@ impl MetaStore {
             direct.close().await;
             migrated?;
         }
+        events::rebase_after_restore(&write).await?;
         let read = pool(read_max).connect_with(connect).await?;
         let schema: Option<String> = sqlx::query_scalar("SELECT CAST(current_schema() AS TEXT)")
             .fetch_one(&read)

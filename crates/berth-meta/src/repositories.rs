@@ -62,6 +62,15 @@ const EMPTY: &str = "NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.i
       AND NOT EXISTS (SELECT 1 FROM repo_blobs b WHERE b.repo_id = r.id)
       AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.repo_id = r.id)";
 
+/// What one batch of a repository's deletion removed.
+struct DeletionBatch {
+    tags: u64,
+    manifests: u64,
+    links: u64,
+    uploads: Vec<String>,
+    removed: bool,
+}
+
 /// The id of the repository a write names, creating it (and its project) by name when missing,
 /// within the caller's write transaction. On PostgreSQL the repository's row is locked for
 /// share until the transaction ends, so that a repository deletion or the collection of empty
@@ -98,21 +107,34 @@ pub(crate) async fn resolve(conn: &mut AnyConnection, repo: &RepoRef, limit: u64
         return Ok(id);
     }
     let now = now_ms();
-    sqlx::query(
-        "INSERT INTO projects (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-    )
-    .bind(name.project())
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    let project: i64 = sqlx::query_scalar(locking!(
-        dialect,
-        "SELECT id FROM projects WHERE name = $1",
-        "FOR UPDATE"
-    ))
-    .bind(name.project())
-    .fetch_one(&mut *conn)
-    .await?;
+    // A project deleted while this waited for its lock is created again.
+    let mut project = None;
+    for _ in 0..3 {
+        sqlx::query(
+            "INSERT INTO projects (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name.project())
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        project = sqlx::query_scalar::<_, i64>(locking!(
+            dialect,
+            "SELECT id FROM projects WHERE name = $1",
+            "FOR UPDATE"
+        ))
+        .bind(name.project())
+        .fetch_optional(&mut *conn)
+        .await?;
+        if project.is_some() {
+            break;
+        }
+    }
+    let Some(project) = project else {
+        return Err(MetaError::Corrupt(format!(
+            "project {} kept being deleted while a repository was created in it",
+            name.project()
+        )));
+    };
     // Another write may have created the repository while this one waited for the project.
     if let Some(id) = sqlx::query_scalar::<_, i64>(by_name)
         .bind(name.as_str())
@@ -251,119 +273,153 @@ impl MetaStore {
             return Ok(None);
         };
         let mut done = RepoDeletion::default();
+        let mut announced = false;
         // A push racing the deletion can add rows between batches; a few rounds catch it.
-        for round in 0..100 {
-            let mut tx = self.begin_write().await?;
-            // Writes into the repository hold its row for share: this batch waits for those
-            // in flight, and new ones wait for this batch.
-            let locked: Option<i64> = sqlx::query_scalar(locking!(
-                self.dialect,
-                "SELECT id FROM repositories WHERE id = $1",
-                "FOR UPDATE"
-            ))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if locked.is_none() {
+        for _ in 0..100 {
+            let batch =
+                crate::retrying(|| self.delete_repository_batch(id, actor, !announced)).await?;
+            let Some(batch) = batch else {
                 return Ok(Some(done));
-            }
-            let now = now_ms();
-            if round == 0 {
-                // Announced with the first batch: what it deletes is gone once it commits.
-                let event = events::NewEvent {
-                    kind: EventKind::RepositoryDeleted,
-                    repo_id: id,
-                    digest: None,
-                    tag: None,
-                    actor,
-                    detail: serde_json::json!({}),
-                };
-                events::record(&mut tx, event, now).await?;
-            }
-            let tags = sqlx::query(
-                "DELETE FROM tags WHERE repo_id = $1 AND name IN
-                   (SELECT name FROM tags WHERE repo_id = $1 LIMIT $2)",
-            )
-            .bind(id)
-            .bind(DELETE_BATCH)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            let manifests: Vec<String> =
-                sqlx::query_scalar("SELECT digest FROM manifests WHERE repo_id = $1 LIMIT $2")
-                    .bind(id)
-                    .bind(DELETE_BATCH)
-                    .fetch_all(&mut *tx)
-                    .await?;
-            for d in &manifests {
-                let blobs: Vec<String> = sqlx::query_scalar(
-                    "DELETE FROM manifest_refs WHERE repo_id = $1 AND manifest = $2 RETURNING blob",
-                )
-                .bind(id)
-                .bind(d)
-                .fetch_all(&mut *tx)
-                .await?;
-                for b in blobs {
-                    gc::enqueue_blob(&mut tx, &b, now).await?;
-                }
-                sqlx::query("DELETE FROM manifest_children WHERE repo_id = $1 AND parent = $2")
-                    .bind(id)
-                    .bind(d)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
-                    .bind(id)
-                    .bind(d)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let links: Vec<String> = sqlx::query_scalar(
-                "DELETE FROM repo_blobs WHERE repo_id = $1 AND digest IN
-                   (SELECT digest FROM repo_blobs WHERE repo_id = $1 LIMIT $2) RETURNING digest",
-            )
-            .bind(id)
-            .bind(DELETE_BATCH)
-            .fetch_all(&mut *tx)
-            .await?;
-            for b in &links {
-                gc::enqueue_blob(&mut tx, b, now).await?;
-            }
-            let uploads: Vec<String> = sqlx::query_scalar(
-                "DELETE FROM uploads WHERE repo_id = $1 AND id IN
-                   (SELECT id FROM uploads WHERE repo_id = $1 LIMIT $2) RETURNING id",
-            )
-            .bind(id)
-            .bind(DELETE_BATCH)
-            .fetch_all(&mut *tx)
-            .await?;
-            let finished =
-                tags == 0 && manifests.is_empty() && links.is_empty() && uploads.is_empty();
-            let removed = if finished {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DELETE FROM repositories WHERE id = $1 AND id IN (SELECT id FROM repositories r WHERE {EMPTY})"
-                )))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    > 0
-            } else {
-                false
             };
-            self.cache.notify(&mut *tx, cache::NOTE_MANIFESTS).await?;
-            tx.commit().await?;
-            self.cache.clear();
-            done.tags += tags;
-            done.manifests += manifests.len() as u64;
-            done.blobs += links.len() as u64;
-            done.uploads.extend(uploads);
-            if removed {
+            announced = true;
+            done.tags += batch.tags;
+            done.manifests += batch.manifests;
+            done.blobs += batch.links;
+            done.uploads.extend(batch.uploads);
+            if batch.removed {
                 return Ok(Some(done));
             }
         }
         Err(MetaError::Corrupt(format!(
             "repository {name} kept receiving content while it was being deleted"
         )))
+    }
+
+    /// One batch of a repository's deletion, in a transaction of its own; `None` when the
+    /// repository is gone. The first batch that commits announces the deletion.
+    async fn delete_repository_batch(
+        &self,
+        id: i64,
+        actor: &str,
+        announce: bool,
+    ) -> Result<Option<DeletionBatch>> {
+        let mut tx = self.begin_write().await?;
+        // Writes into the repository hold its row for share: this batch waits for those
+        // in flight, and new ones wait for this batch.
+        let locked: Option<i64> = sqlx::query_scalar(locking!(
+            self.dialect,
+            "SELECT id FROM repositories WHERE id = $1",
+            "FOR UPDATE"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if locked.is_none() {
+            return Ok(None);
+        }
+        let now = now_ms();
+        if announce {
+            // Announced with the first batch: what it deletes is gone once it commits.
+            let event = events::NewEvent {
+                kind: EventKind::RepositoryDeleted,
+                repo_id: id,
+                digest: None,
+                tag: None,
+                actor,
+                detail: serde_json::json!({}),
+            };
+            events::record(&mut tx, event, now).await?;
+        }
+        // Each manifest is locked before its rows go, as a manifest delete or a GC review
+        // locks it first: neither then waits for this batch while holding what it wants.
+        let manifests: Vec<String> = sqlx::query_scalar(locking!(
+            self.dialect,
+            "SELECT digest FROM manifests WHERE repo_id = $1 ORDER BY digest LIMIT $2",
+            "FOR UPDATE"
+        ))
+        .bind(id)
+        .bind(DELETE_BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut tags = 0;
+        for d in &manifests {
+            tags += sqlx::query("DELETE FROM tags WHERE repo_id = $1 AND digest = $2")
+                .bind(id)
+                .bind(d)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            let blobs: Vec<String> = sqlx::query_scalar(
+                "DELETE FROM manifest_refs WHERE repo_id = $1 AND manifest = $2 RETURNING blob",
+            )
+            .bind(id)
+            .bind(d)
+            .fetch_all(&mut *tx)
+            .await?;
+            for b in blobs {
+                gc::enqueue_blob(&mut tx, &b, now).await?;
+            }
+            sqlx::query("DELETE FROM manifest_children WHERE repo_id = $1 AND parent = $2")
+                .bind(id)
+                .bind(d)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
+                .bind(id)
+                .bind(d)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if manifests.is_empty() {
+            // Tags name manifests of the repository; none should be left, but none may stay.
+            tags += sqlx::query("DELETE FROM tags WHERE repo_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        let links: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM repo_blobs WHERE repo_id = $1 AND digest IN
+               (SELECT digest FROM repo_blobs WHERE repo_id = $1 LIMIT $2) RETURNING digest",
+        )
+        .bind(id)
+        .bind(DELETE_BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        for b in &links {
+            gc::enqueue_blob(&mut tx, b, now).await?;
+        }
+        let uploads: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM uploads WHERE repo_id = $1 AND id IN
+               (SELECT id FROM uploads WHERE repo_id = $1 LIMIT $2) RETURNING id",
+        )
+        .bind(id)
+        .bind(DELETE_BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        let finished = tags == 0 && manifests.is_empty() && links.is_empty() && uploads.is_empty();
+        let removed = if finished {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM repositories WHERE id = $1 AND id IN (SELECT id FROM repositories r WHERE {EMPTY})"
+            )))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                > 0
+        } else {
+            false
+        };
+        self.cache.notify(&mut *tx, cache::NOTE_MANIFESTS).await?;
+        tx.commit().await?;
+        self.cache.clear();
+        Ok(Some(DeletionBatch {
+            tags,
+            manifests: manifests.len() as u64,
+            links: links.len() as u64,
+            uploads,
+            removed,
+        }))
     }
 
     /// Deletes a project with its members and robots' permissions on it, and its empty
@@ -383,6 +439,16 @@ impl MetaStore {
         let Some(id) = id else {
             return Ok(ProjectDeletion::NotFound);
         };
+        // Writes into an existing repository hold it for share: they finish first, and what
+        // they wrote is seen below.
+        sqlx::query(locking!(
+            self.dialect,
+            "SELECT id FROM repositories WHERE project_id = $1 ORDER BY id",
+            "FOR UPDATE"
+        ))
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
         let full: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT name FROM repositories r WHERE project_id = $1 AND NOT ({EMPTY}) ORDER BY name LIMIT 20"
         )))

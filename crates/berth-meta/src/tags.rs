@@ -37,6 +37,10 @@ impl MetaStore {
     /// Deletes a tag (the manifest stays), as `actor` (who the event names). False if there
     /// was no such tag.
     pub async fn delete_tag(&self, repo_id: i64, tag: &str, actor: &str) -> Result<bool> {
+        crate::retrying(|| self.delete_tag_once(repo_id, tag, actor)).await
+    }
+
+    async fn delete_tag_once(&self, repo_id: i64, tag: &str, actor: &str) -> Result<bool> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         let digest: Option<String> = sqlx::query_scalar(
@@ -113,7 +117,10 @@ impl MetaStore {
 
 /// Points `tag` at `digest` inside the caller's write transaction and returns the digest it
 /// pointed at before. The tag's row is locked for update first (PostgreSQL), so two pushes
-/// moving one tag take turns and each sees what it replaced.
+/// moving one tag take turns and each sees what it replaced. A tag that does not exist yet has
+/// no row to lock: it is inserted only if still absent, and a push that lost that race to
+/// another (which committed meanwhile) locks the winner's row and replaces it, knowing what it
+/// replaced.
 pub(crate) async fn point_tag(
     conn: &mut sqlx::AnyConnection,
     dialect: crate::Dialect,
@@ -122,44 +129,85 @@ pub(crate) async fn point_tag(
     digest: &str,
     now: i64,
 ) -> Result<Option<String>, sqlx::Error> {
-    let previous: Option<String> = sqlx::query_scalar(crate::locking!(
-        dialect,
-        "SELECT digest FROM tags WHERE repo_id = $1 AND name = $2",
-        "FOR UPDATE"
-    ))
-    .bind(repo_id)
-    .bind(tag)
-    .fetch_optional(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
-    )
-    .bind(repo_id)
-    .bind(tag)
-    .bind(digest)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    Ok(previous)
+    for _ in 0..3 {
+        let previous: Option<String> = sqlx::query_scalar(crate::locking!(
+            dialect,
+            "SELECT digest FROM tags WHERE repo_id = $1 AND name = $2",
+            "FOR UPDATE"
+        ))
+        .bind(repo_id)
+        .bind(tag)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if previous.is_some() {
+            sqlx::query(
+                "UPDATE tags SET digest = $3, updated_at = $4 WHERE repo_id = $1 AND name = $2",
+            )
+            .bind(repo_id)
+            .bind(tag)
+            .bind(digest)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            return Ok(previous);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (repo_id, name) DO NOTHING",
+        )
+        .bind(repo_id)
+        .bind(tag)
+        .bind(digest)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(None);
+        }
+    }
+    // Created and deleted by others three times over while this waited: let the caller retry.
+    Err(sqlx::Error::Protocol(format!(
+        "tag {tag} kept changing while it was being set"
+    )))
 }
 
 /// Marks a manifest as untagged (for the untagged-manifest policy) if no tag points at it.
+/// The manifest's row is locked first and the tags are read after, in a statement of their
+/// own: a push that tagged the manifest meanwhile has then committed and is seen (one check
+/// inside the UPDATE would read the tags as they were before that push).
 pub(crate) async fn mark_untagged_if_orphan(
     tx: &mut Transaction<'static, Any>,
     repo_id: i64,
     digest: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE manifests SET untagged_at = $3
-         WHERE repo_id = $1 AND digest = $2 AND untagged_at IS NULL
-           AND NOT EXISTS (SELECT 1 FROM tags WHERE repo_id = $1 AND digest = $2)",
-    )
+    let dialect = crate::dialect_of(tx);
+    let untagged: Option<Option<i64>> = sqlx::query_scalar(crate::locking!(
+        dialect,
+        "SELECT untagged_at FROM manifests WHERE repo_id = $1 AND digest = $2",
+        "FOR UPDATE"
+    ))
     .bind(repo_id)
     .bind(digest)
-    .bind(now)
-    .execute(&mut **tx)
+    .fetch_optional(&mut **tx)
     .await?;
+    if !matches!(untagged, Some(None)) {
+        return Ok(());
+    }
+    let tagged: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM tags WHERE repo_id = $1 AND digest = $2 LIMIT 1")
+            .bind(repo_id)
+            .bind(digest)
+            .fetch_optional(&mut **tx)
+            .await?;
+    if tagged.is_none() {
+        sqlx::query("UPDATE manifests SET untagged_at = $3 WHERE repo_id = $1 AND digest = $2")
+            .bind(repo_id)
+            .bind(digest)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(())
 }

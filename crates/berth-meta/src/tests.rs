@@ -1140,3 +1140,80 @@ async fn a_review_racing_the_delete_of_the_last_reference_keeps_the_blob_queued(
         "the blob was neither swept nor left queued: {outcome:?}"
     );
 }
+
+/// PostgreSQL only: a dump restored onto another server carries transaction ids above the new
+/// server's. Renumbered at open, the stream keeps its order, a consumer keeps its place, and
+/// what is written after the restore comes after.
+#[tokio::test]
+async fn events_keep_their_order_and_consumers_their_place_after_a_restore() {
+    let Some(url) = test_postgres_url() else {
+        return;
+    };
+    let opts = MetaStore::test_postgres_options(&url).await.unwrap();
+    let m = MetaStore::open_postgres(&opts).await.unwrap();
+    let r = m.ensure_repo(&repo("app")).await.unwrap();
+    let cfg = push_blob(&m, r, "cfg").await;
+    m.claim_event_consumer("hook", "node", 60_000)
+        .await
+        .unwrap();
+    for t in ["a", "b", "c"] {
+        m.put_manifest(r, &image(&cfg, 3), &[t]).await.unwrap();
+    }
+    let before = settled_events(&m, EventPosition::default(), 4).await;
+    assert_eq!(before.len(), 4, "{before:?}");
+    assert!(
+        m.advance_event_consumer("hook", "node", before[1].position())
+            .await
+            .unwrap()
+    );
+    // As another server would see them: every stored transaction id far ahead of its own.
+    let mut tx = m.begin_write().await.unwrap();
+    sqlx::query("UPDATE events SET tx = tx + 1000000000000")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE event_consumers SET after_tx = after_tx + 1000000000000")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(
+        m.events_after(EventPosition::default(), 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "ahead of the server, nothing can be read"
+    );
+    assert_eq!(events::rebase_after_restore(&m.write).await.unwrap(), 4);
+    assert_eq!(
+        events::rebase_after_restore(&m.write).await.unwrap(),
+        0,
+        "once"
+    );
+    let after = m.events_after(EventPosition::default(), 100).await.unwrap();
+    let shape = |e: &[Event]| -> Vec<(String, Option<String>)> {
+        e.iter().map(|e| (e.kind.clone(), e.tag.clone())).collect()
+    };
+    assert_eq!(
+        shape(&after),
+        shape(&before),
+        "the same events in the same order"
+    );
+    let at = m
+        .claim_event_consumer("hook", "node", 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        shape(&m.events_after(at, 100).await.unwrap()),
+        shape(&before[2..])
+    );
+    m.put_manifest(r, &image(&cfg, 3), &["d"]).await.unwrap();
+    let rest = settled_events(&m, at, 3).await;
+    assert_eq!(rest.len(), 3);
+    assert_eq!(
+        rest[2].tag.as_deref(),
+        Some("d"),
+        "a new event comes after the restored ones"
+    );
+}
