@@ -105,7 +105,12 @@ impl EventWorker {
         let Some(last) = events.last().map(Event::position) else {
             return Ok(false);
         };
-        match c.sink.deliver(&events).await {
+        // Given up at half the lease: the lease is not renewed while a sink works, and no
+        // other node may take the consumer over while this one still hands events on.
+        let delivered = tokio::time::timeout(self.config.lease.0 / 2, c.sink.deliver(&events))
+            .await
+            .unwrap_or_else(|_| Err("no answer within half of events.lease".into()));
+        match delivered {
             Ok(()) => {
                 c.failures = 0;
                 c.retry_at = None;

@@ -15,11 +15,13 @@ use berth_meta::{Event, EventPosition, MetaStore};
 use common::{Env, test_config};
 use tokio_util::sync::CancellationToken;
 
-/// A sink that keeps what it is handed, and fails its first `fail_first` deliveries.
+/// A sink that keeps what it is handed, fails its first `fail_first` deliveries, and takes
+/// `slow_first` to answer its first delivery.
 struct Recorder {
     name: String,
     got: Mutex<Vec<Event>>,
     fail_first: Mutex<u32>,
+    slow_first: Mutex<Option<Duration>>,
 }
 
 impl Recorder {
@@ -28,6 +30,7 @@ impl Recorder {
             name: name.into(),
             got: Mutex::new(Vec::new()),
             fail_first: Mutex::new(fail_first),
+            slow_first: Mutex::new(None),
         })
     }
 
@@ -43,6 +46,10 @@ impl EventSink for Recorder {
     }
 
     async fn deliver(&self, events: &[Event]) -> Result<(), String> {
+        let slow = self.slow_first.lock().unwrap().take();
+        if let Some(wait) = slow {
+            tokio::time::sleep(wait).await;
+        }
         let mut fail = self.fail_first.lock().unwrap();
         if *fail > 0 {
             *fail -= 1;
@@ -224,4 +231,31 @@ async fn when_the_node_holding_a_sink_dies_another_goes_on_after_its_lease() {
     assert!(!second.got().is_empty());
     stop.cancel();
     handle.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_sink_slower_than_half_the_lease_is_given_up_and_tried_again() {
+    let env = Env::cluster(test_config(Duration::from_secs(3600)), nodes()).await;
+    register(&env, &["slow"]).await;
+    let sink = Recorder::new("slow", 0);
+    // Longer than the lease (400 ms). Were it waited for, the lease would run out meanwhile,
+    // the other node would hand the same events on, and then this delivery would land too:
+    // everything twice. Given up at half the lease, it is tried again by the node that holds
+    // the consumer.
+    *sink.slow_first.lock().unwrap() = Some(Duration::from_millis(700));
+    let workers: Vec<_> = env
+        .nodes
+        .iter()
+        .chain(env.nodes.iter())
+        .take(2)
+        .map(|(meta, _)| start(meta, sink.clone()))
+        .collect();
+    env.push_image("app", Some("v1"), &[b"one"]).await;
+    let all = wait_for_all(&env, &sink, 2).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(sink.got(), all, "handed on once, in order");
+    for (stop, handle) in workers {
+        stop.cancel();
+        handle.await.unwrap();
+    }
 }
