@@ -7,7 +7,7 @@
 #
 # With a PostgreSQL on loopback (BERTH_BENCH_POSTGRES_URL, or TEST_POSTGRES_URL as
 # scripts/test.sh exports it from scripts/pg-test-server.sh), the postgres scenario also runs:
-# SQLite against PostgreSQL, 1 and 3 nodes (about 17 s more in quick mode); without one it is
+# SQLite against PostgreSQL, 1 and 3 nodes (about 15 s more in quick mode); without one it is
 # skipped, and says so.
 #
 # Other arguments go to berth-bench (berth-bench --help). The table goes to stdout, the
