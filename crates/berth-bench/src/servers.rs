@@ -105,6 +105,13 @@ impl Server {
             .open(&self.log)
             .with_context(|| format!("opening {}", self.log.display()))?;
         let mut cmd = Command::new(&self.program);
+        // The benchmark's own settings (BERTH_BENCH_*) are not the servers': berth would read
+        // them as configuration (BERTH_*) and refuse the unknown keys.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("BERTH_BENCH_") {
+                cmd.env_remove(key);
+            }
+        }
         cmd.args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
