@@ -307,7 +307,11 @@ async fn gc_under_concurrent_pushes_deletes_and_retags_loses_nothing() {
         let parts: Vec<String> = f.iter().map(|p| p.to_string_lossy().into_owned()).collect();
         let n = parts.len();
         let digest = format!("{}:{}", parts[n - 4], parts[n - 2]);
-        let queued = env.meta.blob_review_queued_for_tests(&digest).await;
+        let queued = env
+            .meta
+            .blob_review_queued_for_tests(&digest)
+            .await
+            .unwrap();
         left.push((
             f.clone(),
             format!(

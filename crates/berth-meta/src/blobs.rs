@@ -91,13 +91,7 @@ impl MetaStore {
     pub async fn touch_blob(&self, repo_id: i64, digest: &Digest, now: i64) -> Result<bool> {
         let d = digest.to_string();
         let mut tx = self.begin_write().await?;
-        let blob =
-            sqlx::query("UPDATE blobs SET touched_at = $2 WHERE digest = $1 AND state = 'live'")
-                .bind(&d)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+        let blob = touch_live(&mut tx, &d, now).await?;
         let link =
             sqlx::query("UPDATE repo_blobs SET linked_at = $3 WHERE repo_id = $1 AND digest = $2")
                 .bind(repo_id)
@@ -106,7 +100,7 @@ impl MetaStore {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-        if blob == 0 || link == 0 {
+        if !blob || link == 0 {
             return Ok(false);
         }
         tx.commit().await?;
@@ -126,14 +120,7 @@ impl MetaStore {
         // The touch checks that the blob is live and locks its row (a sweep locks it for
         // update and sees the new link once this commits, or has marked it deleting, and then
         // nothing is touched and the mount is refused).
-        let live =
-            sqlx::query("UPDATE blobs SET touched_at = $2 WHERE digest = $1 AND state = 'live'")
-                .bind(&d)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        if live == 0 {
+        if !touch_live(&mut tx, &d, now).await? {
             return Ok(false);
         }
         let repo_id = repositories::resolve(&mut tx, &repo, self.repository_limit()).await?;
@@ -201,6 +188,18 @@ impl MetaStore {
             .await
             .map_err(|_| MetaError::Corrupt("the blob committer has stopped".into()))?
     }
+}
+
+/// Touches `digest`'s live row, which also locks it against a sweep until the transaction
+/// ends; false when there is no live row.
+async fn touch_live(conn: &mut AnyConnection, digest: &str, now: i64) -> Result<bool> {
+    let n = sqlx::query("UPDATE blobs SET touched_at = $2 WHERE digest = $1 AND state = 'live'")
+        .bind(digest)
+        .bind(now)
+        .execute(conn)
+        .await?
+        .rows_affected();
+    Ok(n > 0)
 }
 
 /// Commits one request in a transaction of its own; a lock conflict is tried again.

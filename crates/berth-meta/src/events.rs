@@ -261,21 +261,16 @@ impl MetaStore {
 
     /// Deletes up to `limit` events written before `before` that every consumer has passed.
     pub async fn purge_events(&self, before: i64, limit: u32) -> Result<u64> {
-        let mut tx = self.begin_write().await?;
-        let n = sqlx::query(
+        self.write_batch(
             "DELETE FROM events WHERE id IN (
                  SELECT e.id FROM events e WHERE e.created_at < $1
                    AND NOT EXISTS (SELECT 1 FROM event_consumers c
                                    WHERE c.after_tx < e.tx OR (c.after_tx = e.tx AND c.after_id < e.id))
                  ORDER BY e.id LIMIT $2)",
+            before,
+            limit,
         )
-        .bind(before)
-        .bind(limit as i64)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(n)
+        .await
     }
 }
 

@@ -513,13 +513,16 @@ impl MetaStore {
 
     /// Test hook: whether `digest` waits in the garbage collector's review queue.
     #[cfg(any(test, feature = "test-util"))]
-    pub async fn blob_review_queued_for_tests(&self, digest: &str) -> bool {
-        sqlx::query_scalar::<_, i64>("SELECT 1 FROM gc_review WHERE kind = 'blob' AND key = $1")
+    pub async fn blob_review_queued_for_tests(&self, digest: &str) -> Result<bool> {
+        Ok(
+            sqlx::query_scalar::<_, i64>(
+                "SELECT 1 FROM gc_review WHERE kind = 'blob' AND key = $1",
+            )
             .bind(digest)
             .fetch_optional(&self.read)
-            .await
-            .unwrap()
-            .is_some()
+            .await?
+            .is_some(),
+        )
     }
 
     /// Test hook: a write transaction that holds repository `name` as its deletion does

@@ -62,6 +62,21 @@ const EMPTY: &str = "NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.i
       AND NOT EXISTS (SELECT 1 FROM repo_blobs b WHERE b.repo_id = r.id)
       AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.repo_id = r.id)";
 
+/// Locks repository `id`'s row for update (PostgreSQL), as its deletion and the collection
+/// of empty repositories do; false if it is gone.
+async fn lock_repository(conn: &mut AnyConnection, id: i64) -> Result<bool> {
+    let dialect = crate::dialect_of(conn);
+    let locked: Option<i64> = sqlx::query_scalar(locking!(
+        dialect,
+        "SELECT id FROM repositories WHERE id = $1",
+        "FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(locked.is_some())
+}
+
 /// What one batch of a repository's deletion removed.
 struct DeletionBatch {
     tags: u64,
@@ -231,15 +246,7 @@ impl MetaStore {
             let mut tx = self.begin_write().await?;
             // Locked, then checked again: a push may have arrived since (a write into the
             // repository holds its row for share, so this waits for it and then sees it).
-            let locked: Option<i64> = sqlx::query_scalar(locking!(
-                self.dialect,
-                "SELECT id FROM repositories WHERE id = $1",
-                "FOR UPDATE"
-            ))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if locked.is_none() {
+            if !lock_repository(&mut tx, id).await? {
                 continue;
             }
             let gone = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -306,15 +313,7 @@ impl MetaStore {
         let mut tx = self.begin_write().await?;
         // Writes into the repository hold its row for share: this batch waits for those
         // in flight, and new ones wait for this batch.
-        let locked: Option<i64> = sqlx::query_scalar(locking!(
-            self.dialect,
-            "SELECT id FROM repositories WHERE id = $1",
-            "FOR UPDATE"
-        ))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if locked.is_none() {
+        if !lock_repository(&mut tx, id).await? {
             return Ok(None);
         }
         let now = now_ms();

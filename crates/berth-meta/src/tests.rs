@@ -1134,7 +1134,10 @@ async fn a_review_racing_the_delete_of_the_last_reference_keeps_the_blob_queued(
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     delete.commit().await.unwrap();
     let outcome = review.await.unwrap();
-    let queued = m.blob_review_queued_for_tests(&cfg.to_string()).await;
+    let queued = m
+        .blob_review_queued_for_tests(&cfg.to_string())
+        .await
+        .unwrap();
     assert!(
         matches!(outcome, BlobReview::Sweep(_)) || queued,
         "the blob was neither swept nor left queued: {outcome:?}"
