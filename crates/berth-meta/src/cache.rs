@@ -9,11 +9,12 @@
 //! - writes by another process (`berth gc` beside the server) are noticed through SQLite's
 //!   `PRAGMA data_version`, polled every `POLL`, which flushes the whole cache.
 //!
-//! On PostgreSQL, with other nodes writing, tags are not cached at all (a tag is one
-//! primary-key lookup, so a tag moved on one node is seen on every node at once). Repository
-//! ids never change, and a manifest payload never changes for its (repository, digest): the
-//! only stale entry possible is a manifest another node deleted, so a transaction that deletes
-//! manifests sends `NOTIFY berth_cache` and every node's listener flushes. While the listener
+//! On PostgreSQL, with other nodes writing, tags are not cached at all (each lookup is answered
+//! by a query that starts after it is asked, `tag_reads`, so a tag moved on one node is seen on
+//! every node at once). Repository ids never change, and a manifest payload never changes for
+//! its (repository, digest): the only stale entry possible is a manifest another node deleted,
+//! so a transaction that deletes manifests sends `NOTIFY berth_cache` and every node's listener
+//! flushes. While the listener
 //! is not connected (at start, after a lost connection) the cache serves nothing, and it is
 //! flushed before it serves again, so a notification missed during an outage cannot leave a
 //! stale entry behind.

@@ -21,6 +21,7 @@ mod manifests;
 mod repositories;
 mod schema;
 mod snapshot;
+mod tag_reads;
 mod tags;
 mod uploads;
 
@@ -252,6 +253,8 @@ pub struct MetaStore {
     committer: tokio::sync::mpsc::Sender<blobs::CommitRequest>,
     /// `limits.repositories_per_project` (0: none).
     repo_limit: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// PostgreSQL: tag lookups in rounds (tags are not cached there).
+    tag_reads: Option<std::sync::Arc<tag_reads::TagReads>>,
 }
 
 fn parse_digest(s: &str) -> Result<Digest> {
@@ -417,6 +420,10 @@ impl MetaStore {
         // third of the connections write, the rest read.
         let write_max = (opts.max_connections * 3 / 8).clamp(1, 16);
         let read_max = opts.max_connections.saturating_sub(write_max).max(1);
+        // Tag lookups run in rounds on connections of their own (`tag_reads`), taken out of
+        // the read connections: two when there are enough, else one.
+        let tag_rounds = if read_max >= 6 { 2 } else { 1 };
+        let read_max = read_max.saturating_sub(tag_rounds).max(1);
         let write = tokio::time::timeout(
             opts.connect_timeout,
             pool(write_max).connect_with(connect.clone()),
@@ -448,7 +455,7 @@ impl MetaStore {
             migrated?;
         }
         events::rebase_after_restore(&write).await?;
-        let read = pool(read_max).connect_with(connect).await?;
+        let read = pool(read_max).connect_with(connect.clone()).await?;
         let schema: Option<String> = sqlx::query_scalar("SELECT CAST(current_schema() AS TEXT)")
             .fetch_one(&read)
             .await?;
@@ -462,13 +469,17 @@ impl MetaStore {
             opts.connect_timeout,
         )
         .await;
-        Ok(Self::assemble(
-            Dialect::Postgres,
-            read,
-            write,
-            cache,
-            auth_version,
-        ))
+        let mut store = Self::assemble(Dialect::Postgres, read, write, cache, auth_version);
+        let connect = tag_reads::Connect {
+            options: connect,
+            settings,
+            timeout: opts.connect_timeout,
+        };
+        store.tag_reads = Some(std::sync::Arc::new(tag_reads::TagReads::start(
+            connect,
+            tag_rounds as usize,
+        )));
+        Ok(store)
     }
 
     /// For tests of this and other crates: a fresh, empty store. SQLite in `dir`; or, with
@@ -582,6 +593,7 @@ impl MetaStore {
             auth_version,
             committer,
             repo_limit,
+            tag_reads: None,
         }
     }
 

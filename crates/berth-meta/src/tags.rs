@@ -16,9 +16,17 @@ pub struct TagRow {
 }
 
 impl MetaStore {
+    /// The digest `tag` points at. Embedded: from the cache when warm. PostgreSQL: from a
+    /// query that starts after this call (shared with the lookups waiting beside it), so a tag
+    /// moved on any node before the call is seen.
     pub async fn resolve_tag(&self, repo_id: i64, tag: &str) -> Result<Option<Digest>> {
         if let Some(d) = self.cache.tag(repo_id, tag) {
             return Ok(Some(d));
+        }
+        if let Some(rounds) = &self.tag_reads {
+            if let Ok(d) = rounds.lookup(repo_id, tag).await {
+                return d.as_deref().map(parse_digest).transpose();
+            }
         }
         let generation = self.cache.generation();
         let d: Option<String> =

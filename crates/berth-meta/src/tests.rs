@@ -612,6 +612,97 @@ async fn two_nodes_on_postgres_see_each_others_writes() {
     }
 }
 
+on_both_dialects! {
+    /// Many lookups at once (on PostgreSQL they share rounds of one query): each gets its own
+    /// tag's digest, and a tag that does not exist is none.
+    async fn concurrent_tag_lookups_each_get_their_own_answer(m) {
+        let r = m.ensure_repo(&repo("x")).await.unwrap();
+        let other = m.ensure_repo(&repo("y")).await.unwrap();
+        let cfg = push_blob(&m, r, "cfg").await;
+        let mut pushed = Vec::new();
+        for i in 0..20 {
+            let mut man = image(&cfg, 3);
+            man.digest = d(&format!("manifest {i}"));
+            m.put_manifest(r, &man, &[&format!("t{i}")]).await.unwrap();
+            pushed.push(man.digest);
+        }
+        let m = std::sync::Arc::new(m);
+        let mut asks = tokio::task::JoinSet::new();
+        for k in 0..400usize {
+            let m = m.clone();
+            asks.spawn(async move {
+                let i = k % 25;
+                let tag = format!("t{i}");
+                // Same tag names in another repository hold nothing.
+                let repo = if k % 7 == 0 { other } else { r };
+                (repo, i, m.resolve_tag(repo, &tag).await.unwrap())
+            });
+        }
+        while let Some(asked) = asks.join_next().await {
+            let (repo, i, got) = asked.unwrap();
+            let want = (repo == r && i < 20).then(|| pushed[i].clone());
+            assert_eq!(got, want, "tag t{i} of repository {repo}");
+        }
+    }
+}
+
+/// Lookups of one tag hammered on node b while node a moves it: every lookup that began after
+/// the move committed answers the new manifest (a lookup never joins a round already running).
+#[tokio::test]
+async fn a_tag_lookup_begun_after_a_move_on_another_node_sees_it() {
+    let Some(url) = test_postgres_url() else {
+        return;
+    };
+    let opts = MetaStore::test_postgres_options(&url).await.unwrap();
+    let a = MetaStore::open_postgres(&opts).await.unwrap();
+    let b = std::sync::Arc::new(MetaStore::open_postgres(&opts).await.unwrap());
+    let r = a.ensure_repo(&repo("x")).await.unwrap();
+    let cfg = push_blob(&a, r, "cfg").await;
+    let mut old = image(&cfg, 3);
+    old.digest = d("move 0");
+    a.put_manifest(r, &old, &["t"]).await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let (b, stop) = (b.clone(), stop.clone());
+        readers.spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let began = std::time::Instant::now();
+                let got = b.resolve_tag(r, "t").await.unwrap().unwrap();
+                seen.push((began, got));
+            }
+            seen
+        });
+    }
+    let mut moves = Vec::new();
+    for k in 1..=30 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let mut new = image(&cfg, 3);
+        new.digest = d(&format!("move {k}"));
+        a.put_manifest(r, &new, &["t"]).await.unwrap();
+        moves.push((std::time::Instant::now(), new.digest));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut checked = 0;
+    while let Some(seen) = readers.join_next().await {
+        for (began, got) in seen.unwrap() {
+            // The newest move committed before this lookup began.
+            let Some(at) = moves.iter().rposition(|(done, _)| *done <= began) else {
+                continue;
+            };
+            let allowed: Vec<&Digest> = moves[at..].iter().map(|(_, d)| d).collect();
+            assert!(
+                allowed.contains(&&got),
+                "a lookup begun after move {} answered {got}",
+                at + 1
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 100, "only {checked} lookups began after a move");
+}
+
 /// A node refuses a schema whose `min_reader` is past the newest migration it knows, and
 /// starts on one a newer node extended with migrations it does not know.
 #[tokio::test]
