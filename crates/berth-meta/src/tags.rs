@@ -23,10 +23,10 @@ impl MetaStore {
         if let Some(d) = self.cache.tag(repo_id, tag) {
             return Ok(Some(d));
         }
-        if let Some(rounds) = &self.tag_reads {
-            if let Ok(d) = rounds.lookup(repo_id, tag).await {
-                return d.as_deref().map(parse_digest).transpose();
-            }
+        if let Some(rounds) = &self.tag_reads
+            && let Ok(d) = rounds.lookup(repo_id, tag).await
+        {
+            return d.as_deref().map(parse_digest).transpose();
         }
         let generation = self.cache.generation();
         let d: Option<String> =
