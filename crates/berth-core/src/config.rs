@@ -75,6 +75,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub jobs: JobsConfig,
     pub events: EventsConfig,
+    pub scan: ScanConfig,
 }
 
 impl Default for Config {
@@ -95,6 +96,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             jobs: JobsConfig::default(),
             events: EventsConfig::default(),
+            scan: ScanConfig::default(),
         }
     }
 }
@@ -515,6 +517,43 @@ pub struct EventsConfig {
     pub retention: HumanDuration,
 }
 
+/// The package inventory of an image (`berth-scan`): layers are read as streams, never
+/// extracted, within these bounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScanConfig {
+    /// A file read for its packages (a package database, a binary, a Java archive) is held in
+    /// memory whole up to this size; a larger one is skipped and listed as skipped.
+    #[serde(serialize_with = "exact_size")]
+    pub max_file_size: ByteSize,
+    /// A layer larger than this (as stored) is not read; the inventory lists it as skipped.
+    #[serde(serialize_with = "exact_size")]
+    pub max_layer_size: ByteSize,
+    /// Bytes read from the archives nested in one Java archive at most (a zip bomb stops here).
+    #[serde(serialize_with = "exact_size")]
+    pub max_archive_size: ByteSize,
+    /// Paths remembered across an image's layers (links, files that recorded packages) at
+    /// most; past it the inventory fails.
+    pub max_paths: u64,
+    /// One inventory takes at most this long; past it, it fails.
+    pub timeout: HumanDuration,
+    /// Inventories read at once on a node at most; more wait their turn.
+    pub concurrency: u32,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        ScanConfig {
+            max_file_size: ByteSize::mib(128),
+            max_layer_size: ByteSize::gib(64),
+            max_archive_size: ByteSize::mib(128),
+            max_paths: 1_000_000,
+            timeout: HumanDuration(Duration::from_secs(600)),
+            concurrency: 1,
+        }
+    }
+}
+
 impl Default for EventsConfig {
     fn default() -> Self {
         EventsConfig {
@@ -799,6 +838,12 @@ impl Config {
         if self.server.max_connections == 0 || self.server.max_connections_per_address == 0 {
             return Err(
                 "server.max_connections and server.max_connections_per_address must be at least 1"
+                    .into(),
+            );
+        }
+        if self.scan.concurrency == 0 || self.scan.max_paths == 0 || self.scan.timeout.0.is_zero() {
+            return Err(
+                "scan.concurrency, scan.max_paths and scan.timeout must be greater than zero"
                     .into(),
             );
         }

@@ -302,6 +302,7 @@ fn client_answer(e: &Error) -> Option<Answer> {
         Error::Invalid { .. } => Answer::new(400, Code::Invalid, msg),
         Error::NotFound { .. } => Answer::new(404, Code::NotFound, msg),
         Error::Conflict { .. } => Answer::new(409, Code::Conflict, msg),
+        Error::ScanFailed { .. } => Answer::new(422, Code::Invalid, msg),
         Error::Meta(MetaError::RepositoryLimit { .. }) => Answer::new(403, Code::Denied, msg),
         Error::Meta(_) | Error::Storage(_) | Error::Internal(_) => return None,
     })

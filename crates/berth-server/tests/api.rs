@@ -18,5 +18,7 @@ mod manifests;
 mod names;
 #[path = "api/referrers.rs"]
 mod referrers;
+#[path = "api/scan.rs"]
+mod scan;
 #[path = "api/uploads.rs"]
 mod uploads;

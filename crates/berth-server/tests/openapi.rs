@@ -15,12 +15,14 @@ const METHODS: [&str; 8] = [
 ];
 
 /// The concrete forms the `/api/v1/repositories/{*path}` wildcard serves.
-const REPOSITORY_FORMS: [&str; 5] = [
+const REPOSITORY_FORMS: [&str; 7] = [
     "/api/v1/repositories/{repository}",
     "/api/v1/repositories/{repository}/tags",
     "/api/v1/repositories/{repository}/tags/{tag}",
     "/api/v1/repositories/{repository}/artifacts",
     "/api/v1/repositories/{repository}/artifacts/{digest}",
+    "/api/v1/repositories/{repository}/artifacts/{digest}/inventory",
+    "/api/v1/repositories/{repository}/artifacts/{digest}/sbom",
 ];
 
 fn doc() -> Value {

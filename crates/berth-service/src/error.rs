@@ -142,6 +142,9 @@ pub enum Error {
     NotFound { what: String },
     #[error("{reason}")]
     Conflict { reason: String },
+    /// An inventory went past one of the `[scan]` limits that stop it (time, paths).
+    #[error("the inventory could not be read: {reason}")]
+    ScanFailed { reason: String },
 
     // ---- the stores and everything else ----
     #[error(transparent)]

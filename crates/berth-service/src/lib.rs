@@ -24,6 +24,7 @@ pub mod error;
 pub mod jobs;
 pub mod pullthrough;
 mod registry;
+pub mod scan;
 pub mod tokens;
 
 use std::collections::HashSet;
@@ -63,6 +64,8 @@ pub struct Registry {
     upload_memory: Arc<tokio::sync::Semaphore>,
     /// MiB one upload request takes from it.
     upload_cost: u32,
+    /// `scan.concurrency`: inventories read at once on this node.
+    scan_slots: tokio::sync::Semaphore,
 }
 
 impl Registry {
@@ -82,6 +85,7 @@ impl Registry {
             .upload_buffer_size()
             .div_ceil(1 << 20)
             .clamp(1, budget_mib);
+        let scan_slots = tokio::sync::Semaphore::new(config.scan.concurrency as usize);
         let registry = Registry {
             proxy,
             meta,
@@ -95,6 +99,7 @@ impl Registry {
                 usize::try_from(budget_mib).unwrap_or(usize::MAX >> 4),
             )),
             upload_cost: u32::try_from(upload_cost).unwrap_or(u32::MAX),
+            scan_slots,
         };
         registry.proxy.ensure_projects(&registry.meta).await?;
         Ok(registry)

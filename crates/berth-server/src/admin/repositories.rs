@@ -1,7 +1,9 @@
 //! `/api/v1/repositories/<repository>[/tags[/<tag>]|/artifacts[/<digest>]]`: a repository's
 //! summary, tags and artifacts; deleting a tag, an artifact, or the repository.
 
-use axum::extract::State;
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
 use axum::response::Response;
 use berth_core::{Digest, Reference, RepoName, TagName};
 use berth_meta::ArtifactRow;
@@ -19,6 +21,10 @@ enum RepoRoute {
     Tag(RepoName, String),
     Artifacts(RepoName),
     Artifact(RepoName, String),
+    /// `.../artifacts/<digest>/inventory`
+    Inventory(RepoName, String),
+    /// `.../artifacts/<digest>/sbom`
+    Sbom(RepoName, String),
 }
 
 fn repo_route(path: &str) -> Result<RepoRoute, Error> {
@@ -32,6 +38,20 @@ fn repo_route(path: &str) -> Result<RepoRoute, Error> {
     if let Some(repo) = path.strip_suffix("/artifacts") {
         return Ok(RepoRoute::Artifacts(name(repo)?));
     }
+    for (suffix, route) in [
+        (
+            "/inventory",
+            RepoRoute::Inventory as fn(RepoName, String) -> RepoRoute,
+        ),
+        ("/sbom", RepoRoute::Sbom),
+    ] {
+        if let Some(rest) = path.strip_suffix(suffix)
+            && let Some((repo, d)) = rest.rsplit_once("/artifacts/")
+            && !d.contains('/')
+        {
+            return Ok(route(name(repo)?, d.to_owned()));
+        }
+    }
     if let Some((prefix, last)) = path.rsplit_once('/')
         && let Some((repo, kind)) = prefix.rsplit_once('/')
     {
@@ -42,6 +62,18 @@ fn repo_route(path: &str) -> Result<RepoRoute, Error> {
         }
     }
     Ok(RepoRoute::Repository(name(path)?))
+}
+
+/// `?format=spdx` (the default) or `cyclonedx`.
+fn sbom_format(v: Option<&str>) -> Result<berth_service::scan::SbomFormat, Error> {
+    use berth_service::scan::SbomFormat;
+    match v {
+        None | Some("spdx") => Ok(SbomFormat::Spdx),
+        Some("cyclonedx") => Ok(SbomFormat::CycloneDx),
+        Some(other) => Err(Error::invalid(format!(
+            "format {other:?}: use spdx or cyclonedx"
+        ))),
+    }
 }
 
 fn digest(s: &str) -> Result<Digest, Error> {
@@ -64,9 +96,26 @@ pub async fn get(
     State(app): State<AppState>,
     Caller(actor): Caller,
     Path(path): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
     let reg = &app.registry;
     match repo_route(&path)? {
+        RepoRoute::Inventory(repo, d) => {
+            let inventory = reg.inventory(&actor, &repo, &digest(&d)?).await?;
+            Ok(ok(
+                serde_json::to_value(inventory).map_err(|e| Error::Internal(e.to_string()))?
+            ))
+        }
+        RepoRoute::Sbom(repo, d) => {
+            let format = sbom_format(query.get("format").map(String::as_str))?;
+            let (media_type, document) = reg.sbom(&actor, &repo, &digest(&d)?, format).await?;
+            let mut r = ok(document);
+            r.headers_mut().insert(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static(media_type),
+            );
+            Ok(r)
+        }
         RepoRoute::Tags(repo) => {
             let tags = reg.tag_rows(&actor, &repo).await?;
             Ok(ok(tags
@@ -122,7 +171,10 @@ pub async fn delete(
             (repo, Reference::Tag(t))
         }
         RepoRoute::Artifact(repo, d) => (repo, Reference::Digest(digest(&d)?)),
-        RepoRoute::Tags(_) | RepoRoute::Artifacts(_) => {
+        RepoRoute::Tags(_)
+        | RepoRoute::Artifacts(_)
+        | RepoRoute::Inventory(..)
+        | RepoRoute::Sbom(..) => {
             return Err(ApiError::MethodNotAllowed("DELETE a tag or an artifact"));
         }
     };

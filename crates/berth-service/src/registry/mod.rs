@@ -62,7 +62,7 @@ impl Drop for UploadLock<'_> {
 }
 
 /// The stored object of a blob row.
-fn stored_key(row: &BlobRow) -> Result<BlobKey> {
+pub(crate) fn stored_key(row: &BlobRow) -> Result<BlobKey> {
     BlobKey::new(row.digest.clone(), &row.generation).ok_or_else(|| {
         Error::Meta(berth_meta::MetaError::Corrupt(format!(
             "blob generation {:?}",
