@@ -129,7 +129,9 @@ pub fn app_router(app: AppState) -> Router {
         .route("/api/v1/robots/{robot}", delete(admin::robots::delete))
         .route(
             "/api/v1/repositories/{*path}",
-            get(admin::repositories::get).delete(admin::repositories::delete),
+            get(admin::repositories::get)
+                .post(admin::repositories::post)
+                .delete(admin::repositories::delete),
         )
         .route("/api/v1/audit", get(admin::log::query))
         .route("/api/v1/search", get(admin::log::search))

@@ -25,6 +25,9 @@ const REPOSITORY_FORMS: [&str; 7] = [
     "/api/v1/repositories/{repository}/artifacts/{digest}/sbom",
 ];
 
+/// The one form of the wildcard that takes a POST.
+const SBOM_FORM: &str = "/api/v1/repositories/{repository}/artifacts/{digest}/sbom";
+
 fn doc() -> Value {
     serde_json::from_str(DOC).expect("openapi.json is valid JSON")
 }
@@ -176,6 +179,11 @@ fn routed() -> BTreeSet<(String, String)> {
         };
         for p in paths {
             for m in &methods {
+                // The wildcard's POST serves one form only (pushing an SBOM); the others answer
+                // 405 without being documented one by one.
+                if path == "/api/v1/repositories/{*path}" && m == "post" && p != SBOM_FORM {
+                    continue;
+                }
                 assert!(out.insert((p.clone(), m.clone())), "{p} {m} routed twice");
             }
         }

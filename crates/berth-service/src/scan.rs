@@ -278,3 +278,87 @@ impl Registry {
         Ok((format.media_type(), document))
     }
 }
+
+/// The empty JSON config of an artifact (image-spec 1.1).
+const EMPTY_CONFIG: &[u8] = b"{}";
+const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
+
+impl Registry {
+    /// Makes the SBOM of the image `digest` and pushes it beside the image as an OCI referrer
+    /// (`artifactType` the document's media type, `subject` the image), so that the referrers
+    /// API lists it; the caller must be allowed to push. Returns the referrer's digest.
+    pub async fn push_sbom(
+        &self,
+        actor: &Actor,
+        repo: &RepoName,
+        digest: &Digest,
+        format: SbomFormat,
+    ) -> Result<Digest> {
+        self.require(actor, repo, Action::Push).await?;
+        let (media_type, document) = self.sbom(actor, repo, digest, format).await?;
+        let subject = self
+            .meta
+            .get_manifest(
+                self.meta
+                    .repo_id(repo)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("repository {repo}")))?,
+                digest,
+            )
+            .await?
+            .ok_or_else(|| Error::not_found(format!("artifact {digest}")))?;
+        let body = serde_json::to_vec(&document).map_err(|e| Error::Internal(e.to_string()))?;
+        for blob in [EMPTY_CONFIG, body.as_slice()] {
+            let d = Digest::sha256_of(blob);
+            let bytes = bytes::Bytes::copy_from_slice(blob);
+            let stream: berth_storage::ByteStream =
+                Box::pin(futures_util::stream::once(async move { Ok(bytes) }));
+            self.monolithic_upload(repo, &d, Some(blob.len() as u64), stream)
+                .await?;
+        }
+        let descriptor = |media_type: &str, bytes: &[u8]| {
+            serde_json::json!({
+                "mediaType": media_type,
+                "digest": Digest::sha256_of(bytes).to_string(),
+                "size": bytes.len(),
+            })
+        };
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": media_type,
+            "config": descriptor(EMPTY_MEDIA_TYPE, EMPTY_CONFIG),
+            "layers": [descriptor(media_type, &body)],
+            "subject": {
+                "mediaType": subject.media_type,
+                "digest": digest.to_string(),
+                "size": subject.payload.len(),
+            },
+            "annotations": {
+                "org.opencontainers.image.created": document_time(&document),
+                "dev.berth.sbom.generator": concat!("berth ", env!("CARGO_PKG_VERSION")),
+            },
+        });
+        let payload = serde_json::to_vec(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
+        let referrer = Digest::sha256_of(&payload);
+        self.put_manifest(
+            actor,
+            repo,
+            &berth_core::Reference::Digest(referrer.clone()),
+            Vec::new(),
+            Some("application/vnd.oci.image.manifest.v1+json"),
+            payload,
+        )
+        .await?;
+        Ok(referrer)
+    }
+}
+
+/// When the document was made (SPDX `creationInfo.created`, CycloneDX `metadata.timestamp`).
+fn document_time(document: &serde_json::Value) -> String {
+    document["creationInfo"]["created"]
+        .as_str()
+        .or_else(|| document["metadata"]["timestamp"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}

@@ -181,3 +181,27 @@ pub async fn delete(
     reg.delete_reference(&actor, &repo, &reference).await?;
     Ok(no_content())
 }
+
+/// `POST .../artifacts/<digest>/sbom?format=`: the SBOM pushed beside the image as a referrer.
+pub async fn post(
+    State(app): State<AppState>,
+    Caller(actor): Caller,
+    Path(path): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let RepoRoute::Sbom(repo, d) = repo_route(&path)? else {
+        return Err(ApiError::MethodNotAllowed(
+            "POST .../artifacts/<digest>/sbom pushes an SBOM; nothing else here takes a POST",
+        ));
+    };
+    let format = sbom_format(query.get("format").map(String::as_str))?;
+    let referrer = app
+        .registry
+        .push_sbom(&actor, &repo, &digest(&d)?, format)
+        .await?;
+    Ok(super::created(json!({
+        "digest": referrer.to_string(),
+        "artifact_type": format.media_type(),
+        "subject": d,
+    })))
+}

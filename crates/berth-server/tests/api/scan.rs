@@ -4,7 +4,8 @@
 
 use std::io::Write;
 
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -313,4 +314,61 @@ async fn a_scan_past_its_limits_is_refused_or_reports_what_it_skipped() {
         .unwrap()
         .to_owned();
     assert!(message.contains("scan.max_paths"), "{message}");
+}
+
+#[tokio::test]
+async fn an_sbom_pushed_beside_the_image_is_listed_by_the_referrers_api() {
+    let app = App::new().await;
+    let image = debian("referrer");
+    let digest = app.push_image("team/app", "v1", &image).await;
+    let r = app
+        .call(
+            req(
+                Method::POST,
+                &format!("/api/v1/repositories/team/app/artifacts/{digest}/sbom?format=cyclonedx"),
+            ),
+            Body::empty(),
+        )
+        .await;
+    r.assert_status(StatusCode::CREATED);
+    let pushed = r.json();
+    assert_eq!(pushed["artifact_type"], "application/vnd.cyclonedx+json");
+    let referrer = pushed["digest"].as_str().unwrap().to_owned();
+
+    let listed = app
+        .get(&format!("/v2/team/app/referrers/{digest}"))
+        .await
+        .json();
+    let manifests = listed["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 1, "{listed}");
+    assert_eq!(manifests[0]["digest"], referrer.as_str());
+    assert_eq!(
+        manifests[0]["artifactType"],
+        "application/vnd.cyclonedx+json"
+    );
+
+    // The referrer's one layer is the document, which names the image.
+    let manifest = app
+        .get(&format!("/v2/team/app/manifests/{referrer}"))
+        .await
+        .json();
+    assert_eq!(manifest["subject"]["digest"], digest.as_str());
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let document = app.get(&format!("/v2/team/app/blobs/{layer}")).await.json();
+    assert_eq!(document["bomFormat"], "CycloneDX");
+    assert!(
+        document["metadata"]["component"]["name"]
+            .as_str()
+            .unwrap()
+            .contains("team/app"),
+        "{document}"
+    );
+    // An SBOM has no inventory of its own.
+    let inv = app
+        .get(&format!(
+            "/api/v1/repositories/team/app/artifacts/{referrer}/inventory"
+        ))
+        .await
+        .json();
+    assert_eq!(inv["coverage"]["status"], "not_scannable");
 }
