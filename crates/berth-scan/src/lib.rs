@@ -68,6 +68,10 @@ pub struct Package {
     /// RPM only: the header's epoch, version and release, apart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpm: Option<RpmVersion>,
+    /// The package URL, set by the walker once the distribution is known
+    /// ([`purl::try_purl`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purl: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +102,7 @@ impl Package {
             path: path.to_owned(),
             layer: None,
             rpm: None,
+            purl: None,
         }
     }
 }

@@ -592,6 +592,9 @@ impl<'l> Walk<'l> {
                 Found::Os(_) => {}
             }
         }
+        for p in &mut packages {
+            p.purl = crate::purl::try_purl(p, os.as_ref());
+        }
         let coverage = if missing.is_empty() {
             Coverage::Complete
         } else {

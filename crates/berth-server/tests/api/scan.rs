@@ -108,6 +108,10 @@ async fn an_image_lists_its_distribution_and_packages_with_their_layers() {
     );
     assert_eq!(bsdutils["layer"], 0);
     assert_eq!(bsdutils["path"], "var/lib/dpkg/status");
+    assert_eq!(
+        bsdutils["purl"],
+        "pkg:deb/debian/bsdutils@1:2.38.1-5%2Bb1?arch=amd64&distro=bookworm&upstream=util-linux%402.38.1-5"
+    );
 
     // The SBOMs list the same packages (and the image and its distribution).
     let r = app
