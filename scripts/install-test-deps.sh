@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(skopeo umoci podman containerd docker.io docker-registry runc slapd ldap-utils nginx postgresql python3-fusepy fuse3 e2fsprogs)
+APT_PACKAGES=(skopeo umoci podman containerd docker.io docker-registry runc slapd ldap-utils nginx postgresql python3-fusepy fuse3 e2fsprogs debootstrap)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -35,6 +35,8 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt
+# The SBOM validators of tests/e2e/scan (spdx-tools, cyclonedx-python-lib).
+.venv/bin/pip install -q --disable-pip-version-check -r tests/e2e/scan/requirements.txt
 
 scripts/s3-test-server.sh --install
 

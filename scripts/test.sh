@@ -84,6 +84,8 @@ cargo build --locked -p berth
 export BERTH_BIN="$PWD/target/debug/berth"
 
 step "black-box suites (authentication on)"
+# tests/e2e/scan builds real images (debootstrap, pip, npm, a Go binary), pushes them with
+# skopeo and compares Berth's package inventory with syft's reading of the same layout.
 # tests/e2e/migrate (berth migrate to PostgreSQL + S3) runs here too: it needs the
 # TEST_POSTGRES_URL and S3_TEST_ENDPOINT set above, as tests/e2e/scaleout does.
 # OCI_AUTOMATIC_CROSSMOUNT=1: berth mounts a known blob without ?from=, so the conformance

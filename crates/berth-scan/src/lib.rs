@@ -124,7 +124,8 @@ pub struct OsRelease {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Coverage {
-    /// Every layer was read (some files may still be listed in [`Inventory::skipped`]).
+    /// The registry holds every layer; what could not be read (a layer or file past a limit,
+    /// a layer that is not a readable tar) is listed in [`Inventory::skipped`].
     Complete,
     /// Layers the registry does not hold (a sparse image); what they hold is not listed.
     Incomplete { missing_layers: Vec<String> },

@@ -19,8 +19,10 @@
 //!   ([`crate::catalog::java::JavaLimits`]), the decompressors' buffers and the remembered
 //!   paths; nothing is written to disk.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufRead, BufReader, Read};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::catalog::{apk, binary, dotnet, dpkg, java, node, os_release, php, python, rpm, ruby};
@@ -317,27 +319,38 @@ impl<'l> Walk<'l> {
                 missing.push(layer.digest.clone());
                 continue;
             };
+            let store_failed = Rc::new(Cell::new(false));
             let timed = Deadline {
                 inner: raw,
                 deadline: self.deadline,
+                failed: store_failed.clone(),
             };
-            let tar = match decompress(timed, &layer.media_type) {
-                Ok(Ok(tar)) => tar,
+            // An error is the store's (a storage failure: the walk stops), the clock's, or the
+            // layer's own bytes' (not gzip, not a tar: the layer is reported and the walk goes
+            // on with the next one).
+            let outcome = match decompress(timed, &layer.media_type) {
+                Ok(Ok(tar)) => self.layer(index, tar, want),
                 Ok(Err(mismatch)) => {
                     self.note_skipped(&layer.digest, mismatch);
                     continue;
                 }
-                Err(_) if Instant::now() > self.deadline => {
-                    return Err(WalkError::TimedOut(self.limits.max_duration));
-                }
-                Err(e) => return Err(read(e)),
+                Err(e) => Err(read(e)),
             };
-            match self.layer(index, tar, want) {
+            match outcome {
+                Ok(()) => {}
                 Err(_) if Instant::now() > self.deadline => {
                     return Err(WalkError::TimedOut(self.limits.max_duration));
                 }
-                Err(WalkError::Read { source, .. }) => return Err(read(source)),
-                other => other?,
+                Err(WalkError::Read { source, .. }) if store_failed.get() => {
+                    return Err(read(source));
+                }
+                Err(WalkError::Read { source, .. }) => self.note_skipped(
+                    &layer.digest,
+                    format!(
+                        "not a readable tar stream ({source}); the files after that point are not listed"
+                    ),
+                ),
+                Err(other) => return Err(other),
             }
         }
         Ok(())
@@ -696,9 +709,11 @@ fn decompress<'r>(
 
 /// A reader that fails with `TimedOut` once the walk's time is up, so that no single layer or
 /// file can hold a scan past its limit.
+/// It also notes when the store (not the layer's content) failed a read.
 struct Deadline<R> {
     inner: R,
     deadline: Instant,
+    failed: Rc<Cell<bool>>,
 }
 
 impl<R: Read> Read for Deadline<R> {
@@ -706,6 +721,6 @@ impl<R: Read> Read for Deadline<R> {
         if Instant::now() > self.deadline {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "scan.timeout"));
         }
-        self.inner.read(buf)
+        self.inner.read(buf).inspect_err(|_| self.failed.set(true))
     }
 }

@@ -507,3 +507,61 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 }
+
+#[test]
+fn a_layer_that_is_not_a_readable_tar_is_reported_and_the_others_are_read() {
+    let good = gzip(&tar(&[file(
+        "lib/apk/db/installed",
+        b"P:musl\nV:1.2.4-r2\n\n",
+    )]));
+    // A gzip stream whose deflate data is damaged: the magic is right, the rest is not.
+    let mut damaged = gzip(&tar(&[file(
+        "var/lib/dpkg/status",
+        stanza("libc6", "2.36-9").repeat(40).as_bytes(),
+    )]));
+    let end = damaged.len() - 8;
+    for b in &mut damaged[12..end] {
+        *b ^= 0x5a;
+    }
+    let text = b"not a tar at all\n".repeat(60);
+    let mut image = Image::new(vec![
+        (good, GZIP),
+        (text, "application/vnd.oci.image.layer.v1.tar"),
+        (damaged, GZIP),
+    ]);
+    let inv = image.inventory();
+    assert_eq!(names(&inv), [pair("musl", "1.2.4-r2")]);
+    let skipped: Vec<&str> = inv.skipped.iter().map(|s| s.what.as_str()).collect();
+    assert_eq!(skipped, [&image.refs[1].digest, &image.refs[2].digest]);
+    for s in &inv.skipped {
+        assert!(s.reason.contains("not a readable tar stream"), "{s:?}");
+    }
+    assert_eq!(inv.coverage, Coverage::Complete);
+}
+
+/// A store that fails mid-layer is a storage failure: the walk stops with it.
+#[test]
+fn a_store_that_fails_stops_the_walk() {
+    struct Failing;
+    impl Read for Failing {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::other("disk gone"))
+        }
+    }
+    struct Store;
+    impl Layers for Store {
+        fn open(&mut self, _: &LayerRef) -> io::Result<Option<Box<dyn Read + Send>>> {
+            Ok(Some(Box::new(Failing)))
+        }
+    }
+    let layer = LayerRef {
+        digest: "sha256:1".into(),
+        media_type: GZIP.into(),
+        size: 10,
+    };
+    let err = walk::inventory(&[layer], &mut Store, &Limits::default()).unwrap_err();
+    assert!(
+        matches!(&err, WalkError::Read { digest, source } if digest == "sha256:1" && source.to_string().contains("disk gone")),
+        "{err:?}"
+    );
+}

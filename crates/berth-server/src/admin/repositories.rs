@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use berth_core::{Digest, Reference, RepoName, TagName};
 use berth_meta::ArtifactRow;
 use berth_service::Error;
@@ -190,9 +190,8 @@ pub async fn post(
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
     let RepoRoute::Sbom(repo, d) = repo_route(&path)? else {
-        return Err(ApiError::MethodNotAllowed(
-            "POST .../artifacts/<digest>/sbom pushes an SBOM; nothing else here takes a POST",
-        ));
+        // As the router answers a method no route has (these forms take no POST).
+        return Ok(axum::http::StatusCode::METHOD_NOT_ALLOWED.into_response());
     };
     let format = sbom_format(query.get("format").map(String::as_str))?;
     let referrer = app
