@@ -15,9 +15,14 @@
 //! - Limits: the bytes of a file read ([`Limits::max_file_bytes`]), a layer's stored size
 //!   ([`Limits::max_layer_bytes`]; a larger layer is skipped for content and reported), the
 //!   paths remembered across layers ([`Limits::max_paths`]) and the time of the whole walk
-//!   ([`Limits::max_duration`]). Memory is bounded by one file, a nested archive's bounds
-//!   ([`crate::catalog::java::JavaLimits`]), the decompressors' buffers and the remembered
-//!   paths; nothing is written to disk.
+//!   ([`Limits::max_duration`]), and the headers of one tar entry ([`HEADERS_MAX`]: the tar
+//!   reader holds GNU long names and PAX extensions in memory whole). Memory is bounded by one
+//!   file, a nested archive's bounds ([`crate::catalog::java::JavaLimits`]), one entry's
+//!   headers, the decompressors' buffers (zstd's window at most 128 MiB, libzstd's default
+//!   limit) and the remembered paths; nothing is written to disk.
+//! - A layer whose bytes are not what its media type says, not a readable gzip or zstd
+//!   stream, or not a tar, is listed as skipped and the next layer is read; a read the blob
+//!   store fails stops the walk (a storage failure, not the image's).
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -375,129 +380,159 @@ impl<'l> Walk<'l> {
             digest: String::new(),
             source,
         };
-        let mut archive = tar::Archive::new(tar);
+        let ours = Rc::new(Cell::new(false));
+        let between = Rc::new(Cell::new(0u64));
+        let guarded = HeaderGuard {
+            inner: tar,
+            ours: ours.clone(),
+            between: between.clone(),
+        };
+        let mut archive = tar::Archive::new(guarded);
         for entry in archive.entries().map_err(read)? {
             let mut entry = entry.map_err(read)?;
-            if Instant::now() > self.deadline {
-                return Err(WalkError::TimedOut(self.limits.max_duration));
-            }
-            let raw_path = entry.path_bytes().into_owned();
-            let Some(path) = clean(&String::from_utf8_lossy(&raw_path)) else {
-                continue;
-            };
-            let (dir, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
-            if name == ".wh..wh..opq" {
-                hide_children_below(&mut self.files, dir, index, |f| f.layer);
-                hide_children_below(&mut self.links, dir, index, |l| l.0);
-                continue;
-            }
-            if let Some(hidden) = name.strip_prefix(".wh.") {
-                let hidden = join(dir, hidden);
-                hide_below(&mut self.files, &hidden, index, |f| f.layer);
-                hide_below(&mut self.links, &hidden, index, |l| l.0);
-                continue;
-            }
-            let kind = entry.header().entry_type();
-            // Whatever was at this path below (a file, a link, a directory's contents when
-            // this is not a directory) is replaced.
-            self.files.remove(&path);
-            self.links.remove(&path);
-            if !kind.is_dir() {
-                hide_children_below(&mut self.files, &path, index, |f| f.layer);
-                hide_children_below(&mut self.links, &path, index, |l| l.0);
-            }
-            if kind.is_symlink() {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|t| String::from_utf8_lossy(&t).into_owned())
-                    .unwrap_or_default();
-                self.links.insert(path, (index, target));
-                self.check_paths()?;
-                continue;
-            }
-            if kind.is_hard_link() {
-                // A second name for a file earlier in this layer: what it gave, under this name.
-                let target = entry
-                    .link_name_bytes()
-                    .and_then(|t| clean(&String::from_utf8_lossy(&t)));
-                if let Some(file) = target.and_then(|t| self.files.get(&t)).cloned()
-                    && file.layer == index
-                    && want(&path)
-                {
-                    let found = match file.found {
-                        Found::Packages(mut ps) => {
-                            for p in &mut ps {
-                                p.path = path.clone();
-                            }
-                            Found::Packages(ps)
+            // The entry's content is read here, and what is not wanted of it drained, so that
+            // between two entries the tar reader reads only headers (HeaderGuard).
+            ours.set(true);
+            let read_entry = self
+                .entry(index, &mut entry, want)
+                .and_then(|()| io::copy(&mut entry, &mut io::sink()).map_err(read));
+            ours.set(false);
+            between.set(0);
+            read_entry?;
+        }
+        Ok(())
+    }
+
+    /// One entry of layer `index`: a whiteout, a link, or a file read if it is wanted.
+    fn entry<R: Read>(
+        &mut self,
+        index: usize,
+        entry: &mut tar::Entry<'_, R>,
+        want: &dyn Fn(&str) -> bool,
+    ) -> Result<(), WalkError> {
+        let read = |source| WalkError::Read {
+            digest: String::new(),
+            source,
+        };
+        if Instant::now() > self.deadline {
+            return Err(WalkError::TimedOut(self.limits.max_duration));
+        }
+        let raw_path = entry.path_bytes().into_owned();
+        let Some(path) = clean(&String::from_utf8_lossy(&raw_path)) else {
+            return Ok(());
+        };
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
+        if name == ".wh..wh..opq" {
+            hide_children_below(&mut self.files, dir, index, |f| f.layer);
+            hide_children_below(&mut self.links, dir, index, |l| l.0);
+            return Ok(());
+        }
+        if let Some(hidden) = name.strip_prefix(".wh.") {
+            let hidden = join(dir, hidden);
+            hide_below(&mut self.files, &hidden, index, |f| f.layer);
+            hide_below(&mut self.links, &hidden, index, |l| l.0);
+            return Ok(());
+        }
+        let kind = entry.header().entry_type();
+        // Whatever was at this path below (a file, a link, a directory's contents when
+        // this is not a directory) is replaced.
+        self.files.remove(&path);
+        self.links.remove(&path);
+        if !kind.is_dir() {
+            hide_children_below(&mut self.files, &path, index, |f| f.layer);
+            hide_children_below(&mut self.links, &path, index, |l| l.0);
+        }
+        if kind.is_symlink() {
+            let target = entry
+                .link_name_bytes()
+                .map(|t| String::from_utf8_lossy(&t).into_owned())
+                .unwrap_or_default();
+            self.links.insert(path, (index, target));
+            self.check_paths()?;
+            return Ok(());
+        }
+        if kind.is_hard_link() {
+            // A second name for a file earlier in this layer: what it gave, under this name.
+            let target = entry
+                .link_name_bytes()
+                .and_then(|t| clean(&String::from_utf8_lossy(&t)));
+            if let Some(file) = target.and_then(|t| self.files.get(&t)).cloned()
+                && file.layer == index
+                && want(&path)
+            {
+                let found = match file.found {
+                    Found::Packages(mut ps) => {
+                        for p in &mut ps {
+                            p.path = path.clone();
                         }
-                        other => other,
-                    };
-                    self.files.insert(
-                        path,
-                        File {
-                            layer: index,
-                            found,
-                        },
-                    );
-                    self.check_paths()?;
-                }
-                continue;
+                        Found::Packages(ps)
+                    }
+                    other => other,
+                };
+                self.files.insert(
+                    path,
+                    File {
+                        layer: index,
+                        found,
+                    },
+                );
+                self.check_paths()?;
             }
-            if !kind.is_file() {
-                continue;
-            }
-            let size = entry.header().size().map_err(read)?;
-            let by_path = want(&path);
-            let executable = entry.header().mode().is_ok_and(|m| m & 0o111 != 0);
-            if !(by_path || executable && size >= binary::HEAD_LEN as u64) {
-                continue;
-            }
-            if !by_path {
-                // An executable: read its first bytes to see whether it is a binary worth
-                // reading whole.
-                let mut head = [0u8; binary::HEAD_LEN];
-                entry.read_exact(&mut head).map_err(read)?;
-                if !binary::is_candidate(&path, &head) {
-                    continue;
-                }
-                if size > self.limits.max_file_bytes {
-                    self.note_skipped(&path, too_large(size, self.limits.max_file_bytes));
-                    continue;
-                }
-                let mut data = Vec::with_capacity(size as usize);
-                data.extend_from_slice(&head);
-                entry.read_to_end(&mut data).map_err(read)?;
-                let found = catalogue(&path, &path, &data, self.limits);
-                if !matches!(&found, Found::Packages(p) if p.is_empty()) {
-                    self.files.insert(
-                        path,
-                        File {
-                            layer: index,
-                            found,
-                        },
-                    );
-                    self.check_paths()?;
-                }
-                continue;
+            return Ok(());
+        }
+        if !kind.is_file() {
+            return Ok(());
+        }
+        let size = entry.header().size().map_err(read)?;
+        let by_path = want(&path);
+        let executable = entry.header().mode().is_ok_and(|m| m & 0o111 != 0);
+        if !(by_path || executable && size >= binary::HEAD_LEN as u64) {
+            return Ok(());
+        }
+        if !by_path {
+            // An executable: read its first bytes to see whether it is a binary worth
+            // reading whole.
+            let mut head = [0u8; binary::HEAD_LEN];
+            entry.read_exact(&mut head).map_err(read)?;
+            if !binary::is_candidate(&path, &head) {
+                return Ok(());
             }
             if size > self.limits.max_file_bytes {
                 self.note_skipped(&path, too_large(size, self.limits.max_file_bytes));
-                continue;
+                return Ok(());
             }
             let mut data = Vec::with_capacity(size as usize);
+            data.extend_from_slice(&head);
             entry.read_to_end(&mut data).map_err(read)?;
-            let as_path = self.read_as(&path);
-            let found = catalogue(&as_path, &path, &data, self.limits);
-            self.files.insert(
-                path,
-                File {
-                    layer: index,
-                    found,
-                },
-            );
-            self.check_paths()?;
+            let found = catalogue(&path, &path, &data, self.limits);
+            if !matches!(&found, Found::Packages(p) if p.is_empty()) {
+                self.files.insert(
+                    path,
+                    File {
+                        layer: index,
+                        found,
+                    },
+                );
+                self.check_paths()?;
+            }
+            return Ok(());
         }
+        if size > self.limits.max_file_bytes {
+            self.note_skipped(&path, too_large(size, self.limits.max_file_bytes));
+            return Ok(());
+        }
+        let mut data = Vec::with_capacity(size as usize);
+        entry.read_to_end(&mut data).map_err(read)?;
+        let as_path = self.read_as(&path);
+        let found = catalogue(&as_path, &path, &data, self.limits);
+        self.files.insert(
+            path,
+            File {
+                layer: index,
+                found,
+            },
+        );
+        self.check_paths()?;
         Ok(())
     }
 
@@ -722,5 +757,35 @@ impl<R: Read> Read for Deadline<R> {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "scan.timeout"));
         }
         self.inner.read(buf).inspect_err(|_| self.failed.set(true))
+    }
+}
+
+/// The most bytes the tar reader may read between two entries: their headers, with GNU long
+/// names and PAX extensions, which it holds in memory whole. A layer past it is reported as
+/// not readable, so that a crafted header cannot make a scan hold gigabytes.
+pub const HEADERS_MAX: u64 = 1 << 20;
+
+/// Counts what the tar reader reads on its own (headers), as opposed to the walker's reads
+/// of entry contents (`ours`), and fails past [`HEADERS_MAX`].
+struct HeaderGuard<R> {
+    inner: R,
+    ours: Rc<Cell<bool>>,
+    between: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for HeaderGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if !self.ours.get() {
+            let total = self.between.get() + n as u64;
+            self.between.set(total);
+            if total > HEADERS_MAX {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the headers of one tar entry are larger than {HEADERS_MAX} bytes"),
+                ));
+            }
+        }
+        Ok(n)
     }
 }

@@ -565,3 +565,34 @@ fn a_store_that_fails_stops_the_walk() {
         "{err:?}"
     );
 }
+
+/// A GNU long name (read whole into memory by the tar reader) larger than the walker allows
+/// between two entries: the layer is reported, not held.
+#[test]
+fn a_tar_header_larger_than_the_bound_is_refused_not_held() {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::GNULongName);
+    let name = vec![b'a'; (walk::HEADERS_MAX + 1) as usize];
+    h.set_size(name.len() as u64);
+    h.set_cksum();
+    b.append(&h, name.as_slice()).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(0);
+    b.append_data(&mut h, "etc/hostname", io::empty()).unwrap();
+    let huge = gzip(&b.into_inner().unwrap());
+    let ok = gzip(&tar(&[file(
+        "lib/apk/db/installed",
+        b"P:musl\nV:1.2.4-r2\n\n",
+    )]));
+    let mut image = Image::new(vec![(ok, GZIP), (huge, GZIP)]);
+    let inv = image.inventory();
+    assert_eq!(names(&inv), [pair("musl", "1.2.4-r2")]);
+    assert_eq!(inv.skipped.len(), 1, "{:?}", inv.skipped);
+    assert_eq!(inv.skipped[0].what, image.refs[1].digest);
+    assert!(
+        inv.skipped[0].reason.contains("headers"),
+        "{:?}",
+        inv.skipped
+    );
+}
