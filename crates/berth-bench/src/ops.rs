@@ -114,16 +114,7 @@ pub async fn push_chunked(
     blob: &Blob,
     chunk: u64,
 ) -> anyhow::Result<()> {
-    let r = conn
-        .request(
-            Method::POST,
-            &format!("/v2/{repo}/blobs/uploads/"),
-            &[],
-            ReqBody::empty(),
-        )
-        .await?;
-    expect(&r, 202, "POST upload")?;
-    let mut loc = location(&r, "POST")?;
+    let mut loc = start_upload(conn, repo).await?;
     let mut start = 0;
     while start < blob.len() {
         let end = (start + chunk).min(blob.len());
@@ -230,4 +221,81 @@ pub async fn delete(conn: &mut Conn, path: &str) -> anyhow::Result<()> {
         .request(Method::DELETE, path, &[], ReqBody::empty())
         .await?;
     expect(&r, 202, "DELETE")
+}
+
+/// Pushes `bytes` in one `POST ?digest=`; returns its digest.
+pub async fn push_bytes(
+    conn: &mut Conn,
+    repo: &str,
+    bytes: &bytes::Bytes,
+) -> anyhow::Result<String> {
+    let digest = crate::data::sha256_hex(bytes);
+    let url = format!("/v2/{repo}/blobs/uploads/?digest={digest}");
+    let r = conn
+        .request(
+            Method::POST,
+            &url,
+            &[("content-type", OCTET)],
+            ReqBody::full(bytes.clone()),
+        )
+        .await?;
+    expect(&r, 201, "POST ?digest=")?;
+    Ok(digest)
+}
+
+/// Pushes the file at `path` (`len` bytes, digest `digest`) as a chunked upload: `POST`, then
+/// `PATCH`es of `chunk` bytes read from the file one at a time, then `PUT ?digest=`, so that
+/// a blob of any size costs one chunk of memory.
+pub async fn push_file(
+    conn: &mut Conn,
+    repo: &str,
+    path: &std::path::Path,
+    digest: &str,
+    len: u64,
+    chunk: u64,
+) -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt as _;
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mut loc = start_upload(conn, repo).await?;
+    let mut start = 0;
+    while start < len {
+        let end = (start + chunk).min(len);
+        let mut buf = vec![0u8; (end - start) as usize];
+        file.read_exact(&mut buf)
+            .await
+            .with_context(|| format!("reading {}", path.display()))?;
+        let range = format!("{start}-{}", end - 1);
+        let r = conn
+            .request(
+                Method::PATCH,
+                &loc,
+                &[("content-type", OCTET), ("content-range", &range)],
+                ReqBody::full(bytes::Bytes::from(buf)),
+            )
+            .await?;
+        expect(&r, 202, "PATCH")?;
+        loc = location(&r, "PATCH")?;
+        start = end;
+    }
+    let put = with_query(&loc, &format!("digest={digest}"));
+    let r = conn
+        .request(Method::PUT, &put, &[], ReqBody::empty())
+        .await?;
+    expect(&r, 201, "PUT ?digest=")
+}
+
+/// `POST /v2/<repo>/blobs/uploads/`, expecting 202: the session's location.
+async fn start_upload(conn: &mut Conn, repo: &str) -> anyhow::Result<String> {
+    let r = conn
+        .request(
+            Method::POST,
+            &format!("/v2/{repo}/blobs/uploads/"),
+            &[],
+            ReqBody::empty(),
+        )
+        .await?;
+    expect(&r, 202, "POST upload")?;
+    location(&r, "POST")
 }

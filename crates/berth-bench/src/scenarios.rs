@@ -259,8 +259,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut plan = Plan::new(cli.quick, cli.runs);
     let shared = wants_shared(&cli);
     if !shared {
-        // Only `limits`: a few small blobs, no large pushes.
+        // Only `limits`, `postgres` or `scan`: a few small blobs, no large pushes.
         plan.disk_needed_gib = 1.0;
+    }
+    if wants(&cli, "scan") {
+        let scan = crate::scan::Plan::new(plan.quick, plan.runs).disk_gib();
+        plan.disk_needed_gib = plan.disk_needed_gib.max(scan);
     }
     let work = cli
         .work_dir
@@ -412,7 +416,7 @@ async fn run_all(ctx: &mut Ctx) -> anyhow::Result<()> {
     }
     type Step =
         for<'a> fn(&'a mut Ctx) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>;
-    let steps: [(&str, Step); 10] = [
+    let steps: [(&str, Step); 11] = [
         ("push", |c| Box::pin(push(c))),
         ("pull", |c| Box::pin(pull(c))),
         ("small", |c| Box::pin(small(c))),
@@ -423,6 +427,7 @@ async fn run_all(ctx: &mut Ctx) -> anyhow::Result<()> {
         ("startup", |c| Box::pin(startup(c))),
         ("postgres", |c| Box::pin(postgres(c))),
         ("limits", |c| Box::pin(limits(c))),
+        ("scan", |c| Box::pin(scan(c))),
     ];
     for (name, step) in steps {
         if !wants(&ctx.cli, name) {
@@ -1752,6 +1757,33 @@ async fn limits(ctx: &mut Ctx) -> anyhow::Result<()> {
     crate::limits::run(&env, &mut ctx.m).await
 }
 
+/// The scan scenario (scan.rs), on a berth it starts itself.
+async fn scan(ctx: &mut Ctx) -> anyhow::Result<()> {
+    if ctx.cli.berth_url.is_some() {
+        ctx.m
+            .note("scan: skipped (it starts a berth of its own, to sample its RSS: give --berth)");
+        return Ok(());
+    }
+    let berth = ctx.cli.berth.canonicalize().with_context(|| {
+        format!(
+            "berth binary {} (build it: cargo build --release -p berth)",
+            ctx.cli.berth.display()
+        )
+    })?;
+    let env = crate::scan::Env {
+        berth: &berth,
+        work: ctx.work.join("scan"),
+        plan: crate::scan::Plan::new(ctx.plan.quick, ctx.plan.runs),
+        syft: crate::scan::find_syft(ctx.cli.syft.as_deref()),
+    };
+    let result = crate::scan::run(&env, &mut ctx.m).await;
+    // Its image files are large: leave the disk as it was (unless --keep).
+    if !ctx.cli.keep {
+        let _ = std::fs::remove_dir_all(&env.work);
+    }
+    result
+}
+
 fn write_json(ctx: &Ctx, rows: &[Row], pg_rows: Option<serde_json::Value>) -> anyhow::Result<()> {
     let raw: serde_json::Map<String, serde_json::Value> = ctx
         .m
@@ -1788,6 +1820,7 @@ fn write_json(ctx: &Ctx, rows: &[Row], pg_rows: Option<serde_json::Value>) -> an
         "plan": ctx.plan.json(),
         "limits_plan": crate::limits::Plan::new(ctx.plan.quick).json(),
         "postgres_plan": crate::postgres::Plan::new(ctx.plan.quick, ctx.plan.runs).json(),
+        "scan_plan": crate::scan::Plan::new(ctx.plan.quick, ctx.plan.runs).json(),
         "machine": {
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "cpu": cpu,
@@ -2428,6 +2461,7 @@ fn rows(ctx: &Ctx) -> Vec<Row> {
         );
     }
     rows.extend(crate::limits::rows(m, p.quick, judge));
+    rows.extend(crate::scan::rows(m, p.quick, p.runs, judge));
     if !ctx.cli.only.is_empty() {
         // The scenarios left out have no figures: leave their rows out too.
         rows.retain(|r| {
