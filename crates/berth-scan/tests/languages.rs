@@ -2,10 +2,10 @@
 //! `testdata/inventory/{python,node,rust}`, each compared with its `expected.json`, and against
 //! real Go and cargo-auditable binaries when the environment names one (none is checked in):
 //!
-//! - `BERTH_TEST_GO_BINARY`: a Go executable; `BERTH_TEST_GO_BINARY_SYFT_JSON`, optionally, the
+//! - `SCAN_TEST_GO_BINARY`: a Go executable; `SCAN_TEST_GO_BINARY_SYFT_JSON`, optionally, the
 //!   output of `syft scan file:<binary> -o json` for it, to compare the modules with.
-//! - `BERTH_TEST_RUST_AUDITABLE_BINARY`: an executable built with `cargo auditable build`;
-//!   `BERTH_TEST_RUST_AUDITABLE_LOCK`, optionally, the `Cargo.lock` it was built from.
+//! - `SCAN_TEST_RUST_AUDITABLE_BINARY`: an executable built with `cargo auditable build`;
+//!   `SCAN_TEST_RUST_AUDITABLE_LOCK`, optionally, the `Cargo.lock` it was built from.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -245,10 +245,10 @@ fn required_env(name: &str) -> Option<std::ffi::OsString> {
 /// of modules), against what syft itself reads from it.
 #[test]
 fn real_go_binary() {
-    let Some(binary_path) = required_env("BERTH_TEST_GO_BINARY") else {
+    let Some(binary_path) = required_env("SCAN_TEST_GO_BINARY") else {
         return;
     };
-    let data = std::fs::read(&binary_path).expect("read BERTH_TEST_GO_BINARY");
+    let data = std::fs::read(&binary_path).expect("read SCAN_TEST_GO_BINARY");
     assert!(binary::is_candidate(
         "usr/bin/app",
         &data[..binary::HEAD_LEN.min(data.len())]
@@ -275,7 +275,7 @@ fn real_go_binary() {
         assert!(p.name == "stdlib" || p.version.starts_with('v'), "{p:?}");
     }
 
-    let Some(syft_json) = required_env("BERTH_TEST_GO_BINARY_SYFT_JSON") else {
+    let Some(syft_json) = required_env("SCAN_TEST_GO_BINARY_SYFT_JSON") else {
         return;
     };
     // Syft spells stdlib's version `go1.x.y`; everything else must match exactly.
@@ -308,13 +308,13 @@ fn real_go_binary() {
 /// A real cargo-auditable binary. Not in CI: no such binary can be had here without
 /// installing and running cargo-auditable (minutes); the `.dep-v0` parsing is covered by the
 /// unit tests on built ELF files. Run it with `cargo test -p berth-scan --test languages --
-/// --ignored` and `BERTH_TEST_RUST_AUDITABLE_BINARY` set.
+/// --ignored` and `SCAN_TEST_RUST_AUDITABLE_BINARY` set.
 #[test]
-#[ignore = "needs BERTH_TEST_RUST_AUDITABLE_BINARY, a binary built by `cargo auditable build`"]
+#[ignore = "needs SCAN_TEST_RUST_AUDITABLE_BINARY, a binary built by `cargo auditable build`"]
 fn real_cargo_auditable_binary() {
-    let binary_path = std::env::var_os("BERTH_TEST_RUST_AUDITABLE_BINARY")
-        .expect("BERTH_TEST_RUST_AUDITABLE_BINARY names a cargo-auditable binary");
-    let data = std::fs::read(&binary_path).expect("read BERTH_TEST_RUST_AUDITABLE_BINARY");
+    let binary_path = std::env::var_os("SCAN_TEST_RUST_AUDITABLE_BINARY")
+        .expect("SCAN_TEST_RUST_AUDITABLE_BINARY names a cargo-auditable binary");
+    let data = std::fs::read(&binary_path).expect("read SCAN_TEST_RUST_AUDITABLE_BINARY");
     assert!(binary::is_candidate(
         "usr/bin/app",
         &data[..binary::HEAD_LEN.min(data.len())]
@@ -323,7 +323,7 @@ fn real_cargo_auditable_binary() {
     assert!(!found.is_empty());
     assert!(found.iter().all(|p| p.ecosystem == Ecosystem::Cargo));
 
-    let Some(lock) = std::env::var_os("BERTH_TEST_RUST_AUDITABLE_LOCK") else {
+    let Some(lock) = std::env::var_os("SCAN_TEST_RUST_AUDITABLE_LOCK") else {
         return;
     };
     // Every crate compiled in is in the lock file (which may hold more: other targets' crates).
