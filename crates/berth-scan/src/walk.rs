@@ -124,6 +124,7 @@ pub fn inventory(
         // A walk of its own, so that replacing and hiding apply to these files only; what it
         // finds is added to the first walk's files (other paths than those).
         let mut more = Walk::new(limits, deadline);
+        more.binaries = false;
         more.aliases = walk.aliases.clone();
         more.status_d_alias = status_d_alias.clone();
         let mut ignored = Vec::new();
@@ -282,6 +283,9 @@ struct Walk<'l> {
     aliases: Vec<(String, String)>,
     status_d_alias: Option<String>,
     skipped: Vec<Skipped>,
+    /// Whether executables are read as binaries (the first pass; the second reads only the
+    /// files links led to).
+    binaries: bool,
 }
 
 impl<'l> Walk<'l> {
@@ -294,6 +298,7 @@ impl<'l> Walk<'l> {
             aliases: Vec::new(),
             status_d_alias: None,
             skipped: Vec::new(),
+            binaries: true,
         }
     }
 
@@ -469,14 +474,7 @@ impl<'l> Walk<'l> {
                     }
                     other => other,
                 };
-                self.files.insert(
-                    path,
-                    File {
-                        layer: index,
-                        found,
-                    },
-                );
-                self.check_paths()?;
+                self.keep(path, index, found)?;
             }
             return Ok(());
         }
@@ -485,55 +483,43 @@ impl<'l> Walk<'l> {
         }
         let size = entry.header().size().map_err(read)?;
         let by_path = want(&path);
-        let executable = entry.header().mode().is_ok_and(|m| m & 0o111 != 0);
+        let executable = self.binaries && entry.header().mode().is_ok_and(|m| m & 0o111 != 0);
         if !(by_path || executable && size >= binary::HEAD_LEN as u64) {
             return Ok(());
         }
+        let mut data = Vec::new();
         if !by_path {
-            // An executable: read its first bytes to see whether it is a binary worth
-            // reading whole.
+            // An executable: its first bytes say whether it is a binary worth reading whole.
             let mut head = [0u8; binary::HEAD_LEN];
             entry.read_exact(&mut head).map_err(read)?;
             if !binary::is_candidate(&path, &head) {
                 return Ok(());
             }
-            if size > self.limits.max_file_bytes {
-                self.note_skipped(&path, too_large(size, self.limits.max_file_bytes));
-                return Ok(());
-            }
-            let mut data = Vec::with_capacity(size as usize);
             data.extend_from_slice(&head);
-            entry.read_to_end(&mut data).map_err(read)?;
-            let found = catalogue(&path, &path, &data, self.limits);
-            if !matches!(&found, Found::Packages(p) if p.is_empty()) {
-                self.files.insert(
-                    path,
-                    File {
-                        layer: index,
-                        found,
-                    },
-                );
-                self.check_paths()?;
-            }
-            return Ok(());
         }
         if size > self.limits.max_file_bytes {
             self.note_skipped(&path, too_large(size, self.limits.max_file_bytes));
             return Ok(());
         }
-        let mut data = Vec::with_capacity(size as usize);
+        data.reserve_exact((size as usize).saturating_sub(data.len()));
         entry.read_to_end(&mut data).map_err(read)?;
+        if !by_path {
+            // A binary that holds no module list is not remembered.
+            let found = catalogue(&path, &path, &data, self.limits);
+            if !matches!(&found, Found::Packages(p) if p.is_empty()) {
+                self.keep(path, index, found)?;
+            }
+            return Ok(());
+        }
         let as_path = self.read_as(&path);
         let found = catalogue(&as_path, &path, &data, self.limits);
-        self.files.insert(
-            path,
-            File {
-                layer: index,
-                found,
-            },
-        );
-        self.check_paths()?;
-        Ok(())
+        self.keep(path, index, found)
+    }
+
+    /// Remembers what the file at `path` of layer `layer` gave.
+    fn keep(&mut self, path: String, layer: usize, found: Found) -> Result<(), WalkError> {
+        self.files.insert(path, File { layer, found });
+        self.check_paths()
     }
 
     /// The path a file is read as: its own, or in the second pass the fixed path (or the
