@@ -6,11 +6,13 @@ pub mod access;
 pub mod admin;
 pub mod config;
 pub mod credentials;
+pub mod cvss;
 pub mod digest;
 pub mod json;
 pub mod manifest;
 pub mod name;
 pub mod range;
+pub mod version;
 
 pub use digest::{Algorithm, Digest, Digester};
 pub use name::{Reference, RepoName, TagName};
