@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod image;
 pub mod purl;
 pub mod sbom;
+pub mod vulndb;
 pub mod walk;
 
 use serde::{Deserialize, Serialize};
