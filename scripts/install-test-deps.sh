@@ -8,7 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(skopeo umoci podman containerd docker.io docker-registry runc slapd ldap-utils nginx postgresql python3-fusepy fuse3 e2fsprogs debootstrap)
+# rpm, maven with a JRE, and ruby: the real version comparisons the orderings of berth-core are
+# property-tested against (crates/berth-core/tests/version_oracles.rs; dpkg is always there).
+APT_PACKAGES=(skopeo umoci podman containerd docker.io docker-registry runc slapd ldap-utils nginx postgresql python3-fusepy fuse3 e2fsprogs debootstrap rpm maven default-jre-headless ruby)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -37,6 +39,12 @@ fi
 .venv/bin/pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt
 # The SBOM validators of tests/e2e/scan (spdx-tools, cyclonedx-python-lib).
 .venv/bin/pip install -q --disable-pip-version-check -r tests/e2e/scan/requirements.txt
+
+# npm's semver, the SemVer oracle of crates/berth-core/tests/version_oracles.rs (node-semver is
+# what npm orders versions with). Pinned, so a run compares against the same code as the last.
+if [ ! -f .cache/oracles/node_modules/semver/package.json ]; then
+  npm install --silent --no-audit --no-fund --prefix .cache/oracles semver@7.8.6 >/dev/null
+fi
 
 scripts/s3-test-server.sh --install
 

@@ -69,8 +69,10 @@ export SCAN_TEST_GO_BINARY_SYFT_JSON="$PWD/target/syft-self.json"
 mkdir -p target
 "$SCAN_TEST_GO_BINARY" scan "file:$SCAN_TEST_GO_BINARY" -o json -q > "$SCAN_TEST_GO_BINARY_SYFT_JSON"
 # berth-meta runs each of its tests on both dialects in this one run (TEST_POSTGRES_URL), and
-# checks that the two migration lists give the same schema.
-cargo test --workspace --locked
+# checks that the two migration lists give the same schema. ORACLE_TESTS=1: berth-core's version
+# orderings and CVSS scores are compared with the real tools (dpkg, rpm, Python's packaging and
+# cvss, npm's semver, Maven, RubyGems) that install-test-deps.sh installed.
+ORACLE_TESTS=1 cargo test --workspace --locked
 
 step "cargo test again for every crate that uses a MetaStore, metadata in PostgreSQL"
 # The same tests (the API in-process, authorization, the GC stress test) on the other

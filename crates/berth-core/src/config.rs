@@ -76,6 +76,7 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub events: EventsConfig,
     pub scan: ScanConfig,
+    pub vulndb: VulnDbConfig,
 }
 
 impl Default for Config {
@@ -97,6 +98,7 @@ impl Default for Config {
             jobs: JobsConfig::default(),
             events: EventsConfig::default(),
             scan: ScanConfig::default(),
+            vulndb: VulnDbConfig::default(),
         }
     }
 }
@@ -554,6 +556,45 @@ impl Default for ScanConfig {
     }
 }
 
+/// The vulnerability database (`berth vulndb import|sync|status`): where `sync` and the
+/// schedule read from, and the bounds of an import.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VulnDbConfig {
+    /// What `berth vulndb sync` and the schedule import, in order: `https://` or `http://`
+    /// URLs (osv.dev's `<Ecosystem>/all.zip` exports, the Debian tracker's JSON, Alpine secdb
+    /// files, or the same on an internal mirror) and paths of files or directories (for sites
+    /// with no network). Empty: nothing is synced (imports are by hand).
+    pub sources: Vec<String>,
+    /// Cron expression (UTC) of the scheduled sync; empty: none.
+    pub schedule: String,
+    /// A download larger than this fails (and nothing is imported).
+    #[serde(serialize_with = "exact_size")]
+    pub max_download_size: ByteSize,
+    /// One download takes at most this long.
+    pub download_timeout: HumanDuration,
+    /// The largest single record (an OSV JSON file, a zip member uncompressed, an Alpine
+    /// secdb file); a larger zip member is rejected and counted, the rest is imported.
+    #[serde(serialize_with = "exact_size")]
+    pub max_record_size: ByteSize,
+    /// PEM file of CA certificates trusted for downloads (an internal mirror), beside the
+    /// system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for VulnDbConfig {
+    fn default() -> Self {
+        VulnDbConfig {
+            sources: Vec::new(),
+            schedule: String::new(),
+            max_download_size: ByteSize::gib(4),
+            download_timeout: HumanDuration(Duration::from_secs(1800)),
+            max_record_size: ByteSize::mib(32),
+            ca_file: None,
+        }
+    }
+}
+
 impl Default for EventsConfig {
     fn default() -> Self {
         EventsConfig {
@@ -846,6 +887,20 @@ impl Config {
                 "scan.concurrency, scan.max_paths and scan.timeout must be greater than zero"
                     .into(),
             );
+        }
+        if self.vulndb.max_record_size.as_u64() == 0 || self.vulndb.download_timeout.0.is_zero() {
+            return Err(
+                "vulndb.max_record_size and vulndb.download_timeout must be greater than zero"
+                    .into(),
+            );
+        }
+        if !self.vulndb.schedule.trim().is_empty() && self.vulndb.sources.is_empty() {
+            return Err(
+                "vulndb.schedule is set but vulndb.sources is empty: name what to sync".into(),
+            );
+        }
+        if let Some(bad) = self.vulndb.sources.iter().find(|s| s.trim().is_empty()) {
+            return Err(format!("vulndb.sources holds an empty entry ({bad:?})"));
         }
         if self.gc.grace_period.0 < self.uploads.purge_after.0 {
             return Err(format!(

@@ -11,6 +11,7 @@
 pub mod events;
 pub mod gc;
 pub mod scrub;
+pub mod vulndb;
 mod worker;
 
 pub use worker::{Tick, Worker, WorkerStatus, run_worker};
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 pub use events::{EventSink, EventWorker};
 pub use gc::{GcOptions, GcReport, run_gc};
 pub use scrub::{ScrubReport, run_scrub};
+pub use vulndb::ImportReport;
 
 // A claimed job belongs to its worker for `jobs.lease` past its last heartbeat; the worker
 // heartbeats three times per lease, and an idle runner looks for due schedules and jobs every
@@ -44,6 +46,8 @@ pub enum JobError {
     UnknownKind(String),
     #[error("{0}")]
     Schedule(String),
+    #[error("vulnerability database import failed: {0}")]
+    Vulndb(String),
 }
 
 /// The kinds of job, as the jobs table names them.
@@ -51,15 +55,17 @@ pub enum JobError {
 pub enum JobKind {
     Gc,
     Scrub,
+    VulndbSync,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 2] = [JobKind::Gc, JobKind::Scrub];
+    pub const ALL: [JobKind; 3] = [JobKind::Gc, JobKind::Scrub, JobKind::VulndbSync];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Gc => "gc",
             JobKind::Scrub => "scrub",
+            JobKind::VulndbSync => "vulndb-sync",
         }
     }
 
@@ -76,7 +82,13 @@ impl JobKind {
 pub enum JobRequest {
     Gc(GcOptions),
     Scrub(ScrubOptions),
+    /// Imports `vulndb.sources` (the schedule, `berth vulndb sync`, the API).
+    VulndbSync(VulndbSyncOptions),
 }
+
+/// Options of a vulnerability database sync (none yet: it imports `vulndb.sources`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VulndbSyncOptions {}
 
 /// Options of a scrub.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -91,6 +103,7 @@ impl JobRequest {
         match self {
             JobRequest::Gc(_) => JobKind::Gc,
             JobRequest::Scrub(_) => JobKind::Scrub,
+            JobRequest::VulndbSync(_) => JobKind::VulndbSync,
         }
     }
 
@@ -99,6 +112,7 @@ impl JobRequest {
         match self {
             JobRequest::Gc(o) => serde_json::to_value(o),
             JobRequest::Scrub(o) => serde_json::to_value(o),
+            JobRequest::VulndbSync(o) => serde_json::to_value(o),
         }
         .expect("job options serialize")
     }
@@ -111,6 +125,9 @@ impl JobRequest {
             JobKind::Scrub => {
                 JobRequest::Scrub(serde_json::from_value(payload.clone()).map_err(bad)?)
             }
+            JobKind::VulndbSync => {
+                JobRequest::VulndbSync(serde_json::from_value(payload.clone()).map_err(bad)?)
+            }
         })
     }
 }
@@ -121,6 +138,7 @@ impl JobRequest {
 pub enum JobReport {
     Gc(GcReport),
     Scrub(ScrubReport),
+    VulndbSync(vulndb::ImportReport),
 }
 
 impl JobReport {
@@ -130,6 +148,7 @@ impl JobReport {
         match JobKind::parse(kind).ok()? {
             JobKind::Gc => serde_json::from_value(r).ok().map(JobReport::Gc),
             JobKind::Scrub => serde_json::from_value(r).ok().map(JobReport::Scrub),
+            JobKind::VulndbSync => serde_json::from_value(r).ok().map(JobReport::VulndbSync),
         }
     }
 }
@@ -164,7 +183,7 @@ pub fn next_run(cron: &str, after_ms: i64) -> Result<i64, JobError> {
 }
 
 /// The schedules a configuration asks for: (name, request, cron).
-fn schedules(config: &Config) -> [(&'static str, JobRequest, &str); 2] {
+fn schedules(config: &Config) -> [(&'static str, JobRequest, &str); 3] {
     [
         (
             "gc",
@@ -175,6 +194,11 @@ fn schedules(config: &Config) -> [(&'static str, JobRequest, &str); 2] {
             "scrub",
             JobRequest::Scrub(ScrubOptions::default()),
             config.scrub.schedule.as_str(),
+        ),
+        (
+            "vulndb",
+            JobRequest::VulndbSync(VulndbSyncOptions::default()),
+            config.vulndb.schedule.as_str(),
         ),
     ]
 }
@@ -403,6 +427,17 @@ pub async fn execute_job(
         JobRequest::Gc(opts) => JobReport::Gc(run_gc(meta, blobs, config, opts, cancel).await?),
         JobRequest::Scrub(opts) => {
             JobReport::Scrub(run_scrub(meta, blobs, config, opts.grace_period, cancel).await?)
+        }
+        JobRequest::VulndbSync(_) => {
+            let store = meta
+                .vuln_store(&config.data_dir.join(vulndb::SQLITE_FILE))
+                .await?;
+            let opts = vulndb::ImportOptions::from_config(&config.vulndb, &worker_name());
+            JobReport::VulndbSync(
+                vulndb::import(&store, &config.vulndb.sources, &opts)
+                    .await
+                    .map_err(|e| JobError::Vulndb(e.to_string()))?,
+            )
         }
     })
 }

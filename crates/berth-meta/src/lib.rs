@@ -24,6 +24,7 @@ mod snapshot;
 mod tag_reads;
 mod tags;
 mod uploads;
+mod vulndb;
 
 pub use auth::{
     AuditEvent, AuditFilter, CreateError, MemberRow, ProjectRow, RepoSummary, RobotRow, UserRow,
@@ -38,6 +39,9 @@ pub use manifests::{
 pub use repositories::{ProjectDeletion, RepoDeletion, RepoRef};
 pub use tags::TagRow;
 pub use uploads::UploadRow;
+pub use vulndb::{
+    VulnFeed, VulnImportInfo, VulnLease, VulnRecordWrite, VulnStore, VulnVersion,
+};
 
 use std::path::Path;
 use std::str::FromStr;

@@ -83,6 +83,8 @@ pub fn app_router(app: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/api/v1/gc", post(admin::jobs::start_gc))
         .route("/api/v1/scrub", post(admin::jobs::start_scrub))
+        .route("/api/v1/vulndb", get(admin::jobs::vulndb_status))
+        .route("/api/v1/vulndb/sync", post(admin::jobs::start_vulndb_sync))
         .route("/api/v1/jobs", get(admin::jobs::list))
         .route("/api/v1/jobs/{id}", get(admin::jobs::get))
         .route("/api/v1/storage", get(admin::jobs::storage))

@@ -15,7 +15,7 @@ const METHODS: [&str; 8] = [
 ];
 
 /// The concrete forms the `/api/v1/repositories/{*path}` wildcard serves.
-const REPOSITORY_FORMS: [&str; 7] = [
+const REPOSITORY_FORMS: [&str; 8] = [
     "/api/v1/repositories/{repository}",
     "/api/v1/repositories/{repository}/tags",
     "/api/v1/repositories/{repository}/tags/{tag}",
@@ -23,6 +23,7 @@ const REPOSITORY_FORMS: [&str; 7] = [
     "/api/v1/repositories/{repository}/artifacts/{digest}",
     "/api/v1/repositories/{repository}/artifacts/{digest}/inventory",
     "/api/v1/repositories/{repository}/artifacts/{digest}/sbom",
+    "/api/v1/repositories/{repository}/artifacts/{digest}/vulnerabilities",
 ];
 
 /// The one form of the wildcard that takes a POST.

@@ -26,6 +26,7 @@ pub mod pullthrough;
 mod registry;
 pub mod scan;
 pub mod tokens;
+pub mod vulndb;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -66,6 +67,8 @@ pub struct Registry {
     upload_cost: u32,
     /// `scan.concurrency`: inventories read at once on this node.
     scan_slots: tokio::sync::Semaphore,
+    /// The vulnerability database, opened at first use.
+    vulndb: tokio::sync::OnceCell<berth_meta::VulnStore>,
 }
 
 impl Registry {
@@ -100,6 +103,7 @@ impl Registry {
             )),
             upload_cost: u32::try_from(upload_cost).unwrap_or(u32::MAX),
             scan_slots,
+            vulndb: tokio::sync::OnceCell::new(),
         };
         registry.proxy.ensure_projects(&registry.meta).await?;
         Ok(registry)

@@ -3,6 +3,7 @@
 mod client;
 mod migrate;
 mod settings;
+mod vulndb;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +49,9 @@ enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The vulnerability database: import, sync, status.
+    #[command(subcommand)]
+    Vulndb(vulndb::VulndbCommand),
     #[command(flatten)]
     Admin(client::AdminCommand),
 }
@@ -170,6 +174,7 @@ fn main() -> ExitCode {
             maintenance(args, request)
         }
         Command::Migrate(args) => migrate::run(args),
+        Command::Vulndb(cmd) => vulndb::run(cmd),
         Command::Admin(cmd) => client::run(cmd),
         Command::Config(ConfigCommand::Check { file }) => {
             settings::load(Some(&file)).map(|config| {
@@ -246,7 +251,8 @@ fn maintenance(args: MaintenanceArgs, request: JobRequest) -> anyhow::Result<()>
     })
 }
 
-async fn open_stores(config: &Config) -> anyhow::Result<(MetaStore, Arc<dyn BlobStore>)> {
+/// The MetaStore of a configuration (the data directory is created for SQLite).
+async fn open_meta(config: &Config) -> anyhow::Result<MetaStore> {
     let data_dir = &config.data_dir;
     prepare_data_dir(data_dir)?;
     let meta = if config.database.is_postgres() {
@@ -270,6 +276,12 @@ async fn open_stores(config: &Config) -> anyhow::Result<(MetaStore, Arc<dyn Blob
             .await
             .with_context(|| format!("opening the database {}", db_path.display()))?
     };
+    Ok(meta)
+}
+
+async fn open_stores(config: &Config) -> anyhow::Result<(MetaStore, Arc<dyn BlobStore>)> {
+    let meta = open_meta(config).await?;
+    let data_dir = &config.data_dir;
     let blobs: Arc<dyn BlobStore> = match config.storage.backend {
         StorageBackend::Filesystem => Arc::new(
             FsBlobStore::open(data_dir)

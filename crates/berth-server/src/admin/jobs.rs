@@ -1,5 +1,5 @@
 //! The operations part of the admin API, for registry admins: `/api/v1/gc`,
-//! `/api/v1/scrub`, `/api/v1/jobs` and `/api/v1/storage`.
+//! `/api/v1/scrub`, `/api/v1/jobs`, `/api/v1/storage` and `/api/v1/vulndb`.
 
 use std::collections::HashMap;
 
@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use berth_jobs::{GcOptions, JobRequest, ScrubOptions};
+use berth_jobs::{GcOptions, JobRequest, ScrubOptions, VulndbSyncOptions};
 
 use super::Path;
 use crate::AppState;
@@ -43,6 +43,26 @@ pub async fn start_gc(
 /// `POST /api/v1/scrub`: queues a scrub.
 pub async fn start_scrub(State(app): State<AppState>, caller: Caller) -> ApiResult<Response> {
     queue(&app, caller, JobRequest::Scrub(ScrubOptions::default())).await
+}
+
+/// `POST /api/v1/vulndb/sync`: queues an import of `vulndb.sources`.
+pub async fn start_vulndb_sync(State(app): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    queue(
+        &app,
+        caller,
+        JobRequest::VulndbSync(VulndbSyncOptions::default()),
+    )
+    .await
+}
+
+/// `GET /api/v1/vulndb`: the vulnerability database's published version, feeds and
+/// ecosystems.
+pub async fn vulndb_status(
+    State(app): State<AppState>,
+    Caller(actor): Caller,
+) -> ApiResult<Response> {
+    let status = app.registry.vulndb_status(&actor).await?;
+    Ok(Json(status).into_response())
 }
 
 /// `GET /api/v1/jobs?kind=gc&limit=20`: recent jobs, newest first, with their reports.

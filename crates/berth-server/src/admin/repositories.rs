@@ -25,6 +25,8 @@ enum RepoRoute {
     Inventory(RepoName, String),
     /// `.../artifacts/<digest>/sbom`
     Sbom(RepoName, String),
+    /// `.../artifacts/<digest>/vulnerabilities`
+    Vulnerabilities(RepoName, String),
 }
 
 fn repo_route(path: &str) -> Result<RepoRoute, Error> {
@@ -44,6 +46,7 @@ fn repo_route(path: &str) -> Result<RepoRoute, Error> {
             RepoRoute::Inventory as fn(RepoName, String) -> RepoRoute,
         ),
         ("/sbom", RepoRoute::Sbom),
+        ("/vulnerabilities", RepoRoute::Vulnerabilities),
     ] {
         if let Some(rest) = path.strip_suffix(suffix)
             && let Some((repo, d)) = rest.rsplit_once("/artifacts/")
@@ -104,6 +107,12 @@ pub async fn get(
             let inventory = reg.inventory(&actor, &repo, &digest(&d)?).await?;
             Ok(ok(
                 serde_json::to_value(inventory).map_err(|e| Error::Internal(e.to_string()))?
+            ))
+        }
+        RepoRoute::Vulnerabilities(repo, d) => {
+            let found = reg.vulnerabilities(&actor, &repo, &digest(&d)?).await?;
+            Ok(ok(
+                serde_json::to_value(found).map_err(|e| Error::Internal(e.to_string()))?
             ))
         }
         RepoRoute::Sbom(repo, d) => {
@@ -174,6 +183,7 @@ pub async fn delete(
         RepoRoute::Tags(_)
         | RepoRoute::Artifacts(_)
         | RepoRoute::Inventory(..)
+        | RepoRoute::Vulnerabilities(..)
         | RepoRoute::Sbom(..) => {
             return Err(ApiError::MethodNotAllowed("DELETE a tag or an artifact"));
         }

@@ -376,3 +376,138 @@ async fn an_sbom_pushed_beside_the_image_is_listed_by_the_referrers_api() {
         .json();
     assert_eq!(inv["coverage"]["status"], "not_scannable");
 }
+
+/// Records of the tracker's and OSV's formats, written for this test: util-linux (the source
+/// of bsdutils) open on bookworm and not to be fixed; six in two OSV records that share an
+/// alias, with different fixes.
+fn write_records(dir: &std::path::Path) {
+    std::fs::write(
+        dir.join("debian.json"),
+        br#"{"util-linux": {"CVE-2099-1": {"releases": {"bookworm": {"status": "open",
+            "urgency": "low", "nodsa_reason": "ignored"}}}}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("GHSA-six.json"),
+        br#"{"id": "GHSA-aaaa-bbbb-cccc", "aliases": ["CVE-2099-5"], "affected": [
+            {"package": {"ecosystem": "PyPI", "name": "Six"}, "ranges": [{"type": "ECOSYSTEM",
+             "events": [{"introduced": "0"}, {"fixed": "1.16.1"}]}]}],
+            "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:L/I:N/A:N"}],
+            "database_specific": {"severity": "HIGH"}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("PYSEC-six.json"),
+        br#"{"id": "PYSEC-2099-7", "aliases": ["GHSA-aaaa-bbbb-cccc"], "affected": [
+            {"package": {"ecosystem": "PyPI", "name": "six"}, "ranges": [{"type": "ECOSYSTEM",
+             "events": [{"introduced": "1.0"}, {"fixed": "1.17.0"}]}]}]}"#,
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn vulnerabilities_are_matched_against_the_imported_database() {
+    let app = App::new().await;
+    let digest = app.push_image("team/app", "v1", &debian("vulns")).await;
+    let url = format!("/api/v1/repositories/team/app/artifacts/{digest}/vulnerabilities");
+
+    // Nothing imported: nothing is reported free of vulnerabilities.
+    let r = app.get(&url).await;
+    r.assert_status(StatusCode::OK);
+    let before = r.json();
+    assert_eq!(before["database"], Value::Null);
+    assert_eq!(before["complete"], false);
+    assert_eq!(before["findings"], json!([]));
+    let uncovered: Vec<&str> = before["not_covered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(uncovered, ["Debian:12", "PyPI"]);
+
+    let records = tempfile::tempdir().unwrap();
+    write_records(records.path());
+    let store = app.registry.vuln_store().await.unwrap();
+    let opts = berth_jobs::vulndb::ImportOptions::from_config(&Default::default(), "test");
+    let report = berth_jobs::vulndb::import(
+        store,
+        &[records.path().display().to_string()],
+        &opts,
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.version, report.added), (1, 3));
+
+    let r = app.get(&url).await;
+    r.assert_status(StatusCode::OK);
+    let got = r.json();
+    assert_eq!(got["database"]["version"], 1);
+    assert_eq!(got["complete"], true, "{got:#}");
+    assert_eq!(got["not_covered"], json!([]));
+    let findings = got["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 2, "{got:#}");
+    // Sorted by severity: six first.
+    let six = &findings[0];
+    assert_eq!(six["id"], "CVE-2099-5");
+    assert_eq!(
+        six["ids"],
+        json!(["CVE-2099-5", "GHSA-aaaa-bbbb-cccc", "PYSEC-2099-7"])
+    );
+    assert_eq!(six["package"], "six");
+    assert_eq!(six["fixed_version"], "1.17.0", "the fix of every merged record");
+    assert_eq!(six["status"], "fixed");
+    assert_eq!(six["severity"], "high");
+    assert_eq!(six["severity_source"], "ghsa");
+    assert_eq!(six["cvss"]["score"], 5.3);
+    assert_eq!(six["layer"], 1);
+    let bsd = &findings[1];
+    assert_eq!(bsd["id"], "CVE-2099-1");
+    assert_eq!(bsd["package"], "bsdutils");
+    assert_eq!(
+        bsd["matched"],
+        json!({"ecosystem": "Debian:12", "name": "util-linux", "version": "2.38.1-5"})
+    );
+    assert_eq!(bsd["status"], "will_not_fix");
+    assert_eq!(bsd.get("fixed_version"), None);
+    assert_eq!(bsd["severity"], "low");
+    assert_eq!(bsd["severity_source"], "debian");
+    assert_eq!(
+        got["summary"],
+        json!({"total": 2, "fixable": 1, "by_severity": {"low": 1, "high": 1}})
+    );
+
+    // A release the database has nothing for is not covered, whatever else matched.
+    let bullseye = image_of(
+        vec![targz(&[
+            ("etc/os-release", b"ID=debian\nVERSION_ID=\"11\"\n"),
+            ("var/lib/dpkg/status", STATUS),
+        ])],
+        "bullseye",
+    );
+    let digest11 = app.push_image("team/old", "v1", &bullseye).await;
+    let r = app
+        .get(&format!(
+            "/api/v1/repositories/team/old/artifacts/{digest11}/vulnerabilities"
+        ))
+        .await;
+    r.assert_status(StatusCode::OK);
+    let old = r.json();
+    assert_eq!(old["complete"], false);
+    assert_eq!(old["not_covered"][0]["what"], "Debian:11");
+    assert_eq!(old["not_covered"][0]["packages"], 2);
+    assert_eq!(old["findings"], json!([]));
+
+    let r = app.get("/api/v1/vulndb").await;
+    r.assert_status(StatusCode::OK);
+    let status = r.json();
+    assert_eq!(status["version"], 1);
+    assert_eq!(status["ecosystems"], json!(["Debian:12", "PyPI"]));
+    assert_eq!(
+        status["feeds"],
+        json!([{"feed": "debian-tracker", "records": 1}, {"feed": "osv:PyPI", "records": 2}])
+    );
+    app.delete(&url)
+        .await
+        .assert_status(StatusCode::METHOD_NOT_ALLOWED);
+}
