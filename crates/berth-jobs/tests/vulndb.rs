@@ -385,3 +385,97 @@ async fn the_sync_job_imports_the_configured_sources() {
         Some(JobReport::VulndbSync(report))
     );
 }
+
+/// The inventory of an image of one layer holding `fixture` (a directory as the root, or a
+/// file under /app/) and an os-release.
+fn fixture_inventory(fixture: &Path, os_release: Option<&str>) -> berth_scan::Inventory {
+    let mut b = tar::Builder::new(Vec::new());
+    if fixture.is_dir() {
+        b.append_dir_all(".", fixture).unwrap();
+    } else {
+        let name = Path::new("app").join(fixture.file_name().unwrap());
+        b.append_path_with_name(fixture, name).unwrap();
+    }
+    if let Some(text) = os_release {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(text.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "etc/os-release", text.as_bytes())
+            .unwrap();
+    }
+    let limits = berth_scan::walk::Limits::default();
+    berth_scan::walk::inventory_of_tar(b.into_inner().unwrap(), &limits).unwrap()
+}
+
+/// Every entry of the fixtures' expected-matches.json, through the store: the records
+/// imported as `berth vulndb import` imports them, each inventory matched as the API matches
+/// it (one version of the database, the records found by (ecosystem, name)).
+#[tokio::test]
+async fn every_expected_match_through_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_meta, store) = store(dir.path()).await;
+    let sources: Vec<String> = ["osv", "alpine-secdb", "debian-security-tracker"]
+        .iter()
+        .map(|d| records().join(d).display().to_string())
+        .collect();
+    let report = import(&store, &sources, &opts("t")).await.unwrap();
+    assert_eq!(report.rejected, 0, "{:?}", report.rejections);
+    let testdata = records().join("..");
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(records().join("expected-matches.json")).unwrap())
+            .unwrap();
+    let mut failures = Vec::new();
+    let cases = expected["matches"].as_array().unwrap();
+    assert!(cases.len() >= 22);
+    for case in cases {
+        let s = |k: &str| case[k].as_str();
+        let inv_path = s("inventory").unwrap();
+        let os = if inv_path.contains("ubuntu-18.04") {
+            Some("ID=ubuntu\nVERSION_ID=\"18.04\"\n")
+        } else if inv_path.contains("alpine-3.4") {
+            Some("ID=alpine\nVERSION_ID=3.4.6\n")
+        } else {
+            None
+        };
+        let inv = fixture_inventory(&testdata.join(inv_path), os);
+        let found = berth_service::vulndb::match_inventory(&store, &inv)
+            .await
+            .unwrap();
+        // The ids the case's record file(s) stand for.
+        let record = s("record").unwrap();
+        let ids: Vec<String> = match (s("cve"), record.strip_suffix("/*")) {
+            (Some(cve), _) => vec![cve.to_owned()],
+            (None, Some(dir)) => walk(&testdata.join(dir))
+                .iter()
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .map(|p| record_id(p))
+                .collect(),
+            (None, None) => vec![record_id(&testdata.join(record))],
+        };
+        let package = s("package").unwrap();
+        let hits: Vec<&berth_scan::vulndb::matching::Finding> = found
+            .findings
+            .iter()
+            .filter(|f| {
+                (package == "(all)"
+                    || (f.package == package && Some(f.installed_version.as_str()) == s("version")))
+                    && f.ids.iter().any(|i| ids.contains(i))
+            })
+            .collect();
+        let want = case["affected"].as_bool().unwrap();
+        if hits.is_empty() == want {
+            failures.push(format!(
+                "{package} {} x {record} {}: want affected={want}, got {:?}",
+                s("version").unwrap_or(""),
+                s("cve").unwrap_or(""),
+                hits.iter().map(|f| &f.id).collect::<Vec<_>>()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn record_id(path: &Path) -> String {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    v["id"].as_str().unwrap().to_owned()
+}

@@ -71,6 +71,24 @@ pub struct LayerRef {
     pub size: u64,
 }
 
+/// The inventory of an image of one uncompressed tar layer held in memory (tests, benchmarks,
+/// a file system packed on the fly).
+pub fn inventory_of_tar(tar: Vec<u8>, limits: &Limits) -> Result<Inventory, WalkError> {
+    struct One(Vec<u8>);
+    impl Layers for One {
+        fn open(&mut self, _: &LayerRef) -> io::Result<Option<Box<dyn Read + Send>>> {
+            // The walker may open a layer twice (links to follow).
+            Ok(Some(Box::new(io::Cursor::new(self.0.clone()))))
+        }
+    }
+    let layer = LayerRef {
+        digest: format!("sha256:{}", "0".repeat(64)),
+        media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+        size: tar.len() as u64,
+    };
+    inventory(&[layer], &mut One(tar), limits)
+}
+
 /// Where the walker gets layer bytes from: the registry's blob store, or memory in tests.
 pub trait Layers {
     /// The layer's bytes as stored (compressed as its media type says); `None` when the

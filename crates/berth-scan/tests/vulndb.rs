@@ -4,14 +4,13 @@
 //! from the inventory fixtures; then fixed versions, statuses, severities and alias merging.
 
 use std::collections::HashMap;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use berth_core::cvss::Severity;
 use berth_scan::vulndb::matching::{self, Finding};
 use berth_scan::vulndb::source::{self, Limits};
 use berth_scan::vulndb::{Advisory, Entry, Status};
-use berth_scan::walk::{self, LayerRef, Layers};
+use berth_scan::walk;
 use berth_scan::{Ecosystem, Inventory, OsRelease, Package};
 
 fn testdata() -> PathBuf {
@@ -28,14 +27,6 @@ fn entries(path: &Path) -> Vec<Entry> {
     .unwrap();
     assert_eq!(report.rejected, 0, "{:?}", report.rejections);
     out
-}
-
-struct OneLayer(Vec<u8>);
-
-impl Layers for OneLayer {
-    fn open(&mut self, _: &LayerRef) -> io::Result<Option<Box<dyn io::Read + Send>>> {
-        Ok(Some(Box::new(io::Cursor::new(self.0.clone()))))
-    }
 }
 
 /// The inventory of an image of one layer holding `fixture` (a directory, as the root; or a
@@ -56,13 +47,7 @@ fn inventory(fixture: &Path, os_release: Option<&str>) -> Inventory {
         b.append_data(&mut h, "etc/os-release", text.as_bytes())
             .unwrap();
     }
-    let bytes = b.into_inner().unwrap();
-    let layer = LayerRef {
-        digest: format!("sha256:{}", "0".repeat(64)),
-        media_type: "application/vnd.oci.image.layer.v1.tar".into(),
-        size: bytes.len() as u64,
-    };
-    walk::inventory(&[layer], &mut OneLayer(bytes), &walk::Limits::default()).unwrap()
+    walk::inventory_of_tar(b.into_inner().unwrap(), &walk::Limits::default()).unwrap()
 }
 
 /// The os-release of the distribution an inventory fixture comes from.
