@@ -333,16 +333,22 @@ async fn write_all(
             continue;
         }
         let feed_live = live.get_mut(&entry.feed).expect("loaded above");
-        match feed_live.remove(&entry.key) {
+        let replaces = match feed_live.remove(&entry.key) {
             Some(old) if old == hash => {
                 report.unchanged += 1;
                 // Seen: a later duplicate is a duplicate, not an addition.
                 written.insert(id);
                 continue;
             }
-            Some(_) => report.changed += 1,
-            None => report.added += 1,
-        }
+            Some(_) => {
+                report.changed += 1;
+                true
+            }
+            None => {
+                report.added += 1;
+                false
+            }
+        };
         written.insert(id);
         let packages = entry
             .advisory
@@ -358,6 +364,7 @@ async fn write_all(
             hash,
             body,
             packages,
+            replaces,
         });
         if batch.len() >= BATCH {
             store.write_records(lease, &batch).await?;

@@ -267,6 +267,7 @@ async fn one_import_at_a_time_and_a_dead_one_is_cleaned_up() {
                 hash: "00".into(),
                 body: r#"{"id":"GHOST-1","source":"osv","affected":[]}"#.into(),
                 packages: vec![("PyPI".into(), "ghost".into())],
+                replaces: false,
             }],
         )
         .await

@@ -107,6 +107,9 @@ pub struct VulnRecordWrite {
     pub body: String,
     /// The `(ecosystem, name)` of every package it names.
     pub packages: Vec<(String, String)>,
+    /// Whether the feed has a current row for this key, which this one replaces (a new key
+    /// skips the look for it).
+    pub replaces: bool,
 }
 
 /// What a publish records beside the rows.
