@@ -380,10 +380,20 @@ pub fn findings(package: &Package, target: &Target, advisories: &[&Advisory]) ->
     }
     // Union-find over the matches: two share a group when their id sets meet.
     let ids = |m: &Matched| -> BTreeSet<String> {
-        std::iter::once(&m.advisory.id)
+        let mut ids: BTreeSet<String> = std::iter::once(&m.advisory.id)
             .chain(&m.advisory.aliases)
             .cloned()
-            .collect()
+            .collect();
+        // A distribution's record of one CVE (DEBIAN-CVE-2024-1, UBUNTU-CVE-2024-1) is that
+        // CVE for its packages: its upstream CVE is one more id of it. (A USN's upstream lists
+        // several CVEs it fixes together; those stay apart.)
+        if let Some((_, cve)) = m.advisory.id.split_once("-CVE-") {
+            let cve = format!("CVE-{cve}");
+            if m.advisory.upstream.contains(&cve) {
+                ids.insert(cve);
+            }
+        }
+        ids
     };
     let mut group: Vec<usize> = (0..matched.len()).collect();
     fn root(group: &mut [usize], mut i: usize) -> usize {
@@ -688,6 +698,49 @@ mod tests {
         let a = affected("Packagist", vec![(E, vec![i("0"), f("2.0")])], &["1.0"]);
         assert_eq!(hit(&a, "1.5"), None);
         assert_eq!(hit(&a, "1.0"), Some(None));
+    }
+
+    #[test]
+    fn a_distribution_record_of_a_cve_merges_with_that_cve() {
+        let record = |id: &str, upstream: &[&str], fixed: &str| Advisory {
+            id: id.into(),
+            source: "osv".into(),
+            aliases: Vec::new(),
+            upstream: upstream.iter().map(|u| u.to_string()).collect(),
+            published: None,
+            modified: None,
+            summary: None,
+            details: None,
+            severity: Vec::new(),
+            references: Vec::new(),
+            affected: vec![affected(
+                "Debian:12",
+                vec![(RangeKind::Ecosystem, vec![i("0"), f(fixed)])],
+                &[],
+            )],
+        };
+        let tracker = Advisory {
+            source: "debian-tracker".into(),
+            ..record("CVE-2024-1", &[], "1.2-1")
+        };
+        let osv = record("DEBIAN-CVE-2024-1", &["CVE-2024-1"], "1.2-1");
+        let usn_like = record("DSA-9-1", &["CVE-2024-1", "CVE-2024-2"], "1.2-1");
+        let p = Package::new(Ecosystem::Deb, "p", "1.0-1", "/x");
+        let t = Target {
+            ecosystem: "Debian:12".into(),
+            name: "p".into(),
+            version: "1.0-1".into(),
+        };
+        let found = findings(&p, &t, &[&tracker, &osv, &usn_like]);
+        let ids: Vec<&Vec<String>> = found.iter().map(|f| &f.ids).collect();
+        assert_eq!(
+            ids,
+            [
+                &vec!["CVE-2024-1".to_owned(), "DEBIAN-CVE-2024-1".to_owned()],
+                &vec!["DSA-9-1".to_owned()]
+            ]
+        );
+        assert_eq!(found[1].upstream, ["CVE-2024-1", "CVE-2024-2"]);
     }
 
     #[test]
