@@ -42,8 +42,8 @@ async fn ids(store: &VulnStore, v: i64, ecosystem: &str, name: &str) -> Vec<Stri
         .await
         .unwrap()
         .into_iter()
-        .map(|(_, body)| {
-            let a: berth_scan::vulndb::Advisory = serde_json::from_str(&body).unwrap();
+        .map(|(_, record)| {
+            let a: berth_scan::vulndb::Advisory = serde_json::from_str(&record.body).unwrap();
             a.id
         })
         .collect();

@@ -40,7 +40,7 @@ pub use repositories::{ProjectDeletion, RepoDeletion, RepoRef};
 pub use tags::TagRow;
 pub use uploads::UploadRow;
 pub use vulndb::{
-    VulnFeed, VulnImportInfo, VulnLease, VulnRecordWrite, VulnStore, VulnVersion,
+    VulnFeed, VulnImportInfo, VulnLease, VulnRecord, VulnRecordWrite, VulnStore, VulnVersion,
 };
 
 use std::path::Path;

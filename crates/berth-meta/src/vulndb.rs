@@ -41,13 +41,18 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS vuln_records (feed TEXT NOT NULL, key TEXT NOT NULL, \
      added_in BIGINT NOT NULL, removed_in BIGINT, hash TEXT NOT NULL, body TEXT NOT NULL, \
      PRIMARY KEY (feed, key, added_in))",
-    "CREATE INDEX IF NOT EXISTS vuln_records_removed ON vuln_records (removed_in)",
+    // Partial: nearly every row is current (removed_in empty); the index serves the few that
+    // are not (pruning, cleaning up after a dead import, the list of changes), and a planner
+    // cannot take it for `removed_in IS NULL`, which would visit every current row.
+    "CREATE INDEX IF NOT EXISTS vuln_records_removed ON vuln_records (removed_in) \
+     WHERE removed_in IS NOT NULL",
     "CREATE TABLE IF NOT EXISTS vuln_packages (ecosystem TEXT NOT NULL, name TEXT NOT NULL, \
      feed TEXT NOT NULL, key TEXT NOT NULL, added_in BIGINT NOT NULL, removed_in BIGINT, \
      PRIMARY KEY (ecosystem, name, feed, key, added_in))",
     "CREATE INDEX IF NOT EXISTS vuln_packages_record ON vuln_packages (feed, key)",
     "CREATE INDEX IF NOT EXISTS vuln_packages_added ON vuln_packages (added_in)",
-    "CREATE INDEX IF NOT EXISTS vuln_packages_removed ON vuln_packages (removed_in)",
+    "CREATE INDEX IF NOT EXISTS vuln_packages_removed ON vuln_packages (removed_in) \
+     WHERE removed_in IS NOT NULL",
     "CREATE TABLE IF NOT EXISTS vuln_changes (version BIGINT NOT NULL, ecosystem TEXT NOT NULL, \
      name TEXT NOT NULL, PRIMARY KEY (version, ecosystem, name))",
 ];
@@ -121,6 +126,15 @@ pub struct VulnImportInfo {
     pub added: i64,
     pub changed: i64,
     pub withdrawn: i64,
+}
+
+/// A record as a lookup finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VulnRecord {
+    pub feed: String,
+    pub key: String,
+    /// The advisory as JSON.
+    pub body: String,
 }
 
 /// Records per feed at a version.
@@ -386,7 +400,10 @@ impl VulnStore {
             retire(
                 &mut tx,
                 lease.version,
-                chunk.iter().map(|r| (&*r.feed, &*r.key)),
+                chunk
+                    .iter()
+                    .filter(|r| r.replaces)
+                    .map(|r| (&*r.feed, &*r.key)),
             )
             .await?;
             let mut sql =
@@ -598,14 +615,14 @@ impl VulnStore {
         Ok(())
     }
 
-    /// The advisories (JSON) that name any of `names` in `ecosystem`, at version `v`: pairs of
-    /// the name and the body (an advisory naming two of them comes once per name).
+    /// The advisories (JSON) that name any of `names` in `ecosystem`, at version `v`: the name
+    /// and the record (an advisory naming two of them comes once per name).
     pub async fn lookup(
         &self,
         v: i64,
         ecosystem: &str,
         names: &[String],
-    ) -> Result<Vec<(String, String)>> {
+    ) -> Result<Vec<(String, VulnRecord)>> {
         let mut out = Vec::new();
         for chunk in names.chunks(ROWS_PER_STATEMENT) {
             let list = (0..chunk.len())
@@ -613,7 +630,7 @@ impl VulnStore {
                 .collect::<Vec<_>>()
                 .join(", ");
             let sql = format!(
-                "SELECT p.name, r.body FROM vuln_packages p JOIN vuln_records r \
+                "SELECT p.name, r.feed, r.key, r.body FROM vuln_packages p JOIN vuln_records r \
                  ON r.feed = p.feed AND r.key = p.key AND r.added_in = p.added_in \
                  WHERE p.ecosystem = $2 AND p.name IN ({list}) AND {}",
                 visible("p", 1)
@@ -623,7 +640,14 @@ impl VulnStore {
                 q = q.bind(n);
             }
             for row in q.fetch_all(&self.read).await? {
-                out.push((row.try_get("name")?, row.try_get("body")?));
+                out.push((
+                    row.try_get("name")?,
+                    VulnRecord {
+                        feed: row.try_get("feed")?,
+                        key: row.try_get("key")?,
+                        body: row.try_get("body")?,
+                    },
+                ));
             }
         }
         Ok(out)

@@ -107,22 +107,27 @@ pub async fn match_inventory(
     let mut advisories: HashMap<(String, String), Vec<Arc<Advisory>>> = HashMap::new();
     let mut covered = BTreeSet::new();
     if version > 0 {
-        let mut parsed: HashMap<String, Arc<Advisory>> = HashMap::new();
+        // Parsed once per record, however many of the packages it names.
+        let mut parsed: HashMap<(String, String), Arc<Advisory>> = HashMap::new();
         for (ecosystem, names) in &by_ecosystem {
             if !store.covers(version, ecosystem).await? {
                 continue;
             }
             covered.insert(ecosystem.to_string());
             let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-            for (name, body) in store.lookup(version, ecosystem, &names).await? {
-                let advisory = match parsed.get(&body) {
+            for (name, record) in store.lookup(version, ecosystem, &names).await? {
+                let id = (record.feed, record.key);
+                let advisory = match parsed.get(&id) {
                     Some(a) => a.clone(),
                     None => {
-                        let a: Advisory = serde_json::from_str(&body).map_err(|e| {
-                            berth_meta::MetaError::Corrupt(format!("a vulnerability record: {e}"))
+                        let a: Advisory = serde_json::from_str(&record.body).map_err(|e| {
+                            berth_meta::MetaError::Corrupt(format!(
+                                "vulnerability record {} of {}: {e}",
+                                id.1, id.0
+                            ))
                         })?;
                         let a = Arc::new(a);
-                        parsed.insert(body, a.clone());
+                        parsed.insert(id, a.clone());
                         a
                     }
                 };
