@@ -323,10 +323,17 @@ async fn write_all(
             live.insert(entry.feed.clone(), hashes);
             feeds.insert(entry.feed.clone());
         }
-        let body = serde_json::to_string(&entry.advisory)
-            .map_err(|e| ImportError::Source(format!("{}: {e}", entry.key)))?;
+        let mut advisory = entry.advisory;
+        let info = advisory.take_info();
+        let unwritable = |e: serde_json::Error| ImportError::Source(format!("{}: {e}", entry.key));
+        let body = serde_json::to_string(&advisory).map_err(unwritable)?;
+        let info = serde_json::to_string(&info).map_err(unwritable)?;
         // 128 bits of SHA-256 tell a changed record from an unchanged one.
-        let hash = hex::encode(&Sha256::digest(body.as_bytes())[..16]);
+        let mut digest = Sha256::new();
+        digest.update(body.as_bytes());
+        digest.update(b"\n");
+        digest.update(info.as_bytes());
+        let hash = hex::encode(&digest.finalize()[..16]);
         let id = (entry.feed.clone(), entry.key.clone());
         if written.contains(&id) {
             report.duplicates += 1;
@@ -350,8 +357,7 @@ async fn write_all(
             }
         };
         written.insert(id);
-        let packages = entry
-            .advisory
+        let packages = advisory
             .affected
             .iter()
             .map(|a| (a.ecosystem.clone(), a.name.clone()))
@@ -363,6 +369,7 @@ async fn write_all(
             key: entry.key,
             hash,
             body,
+            info,
             packages,
             replaces,
         });

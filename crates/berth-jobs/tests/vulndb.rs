@@ -266,6 +266,7 @@ async fn one_import_at_a_time_and_a_dead_one_is_cleaned_up() {
                 key: "GHOST-1".into(),
                 hash: "00".into(),
                 body: r#"{"id":"GHOST-1","source":"osv","affected":[]}"#.into(),
+                info: "{}".into(),
                 packages: vec![("PyPI".into(), "ghost".into())],
                 replaces: false,
             }],

@@ -40,6 +40,7 @@ const SCHEMA: &[&str] = &[
      withdrawn BIGINT NOT NULL, records BIGINT NOT NULL, packages BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS vuln_records (feed TEXT NOT NULL, key TEXT NOT NULL, \
      added_in BIGINT NOT NULL, removed_in BIGINT, hash TEXT NOT NULL, body TEXT NOT NULL, \
+     info TEXT NOT NULL, \
      PRIMARY KEY (feed, key, added_in))",
     // Partial: nearly every row is current (removed_in empty); the index serves the few that
     // are not (pruning, cleaning up after a dead import, the list of changes), and a planner
@@ -50,6 +51,9 @@ const SCHEMA: &[&str] = &[
      feed TEXT NOT NULL, key TEXT NOT NULL, added_in BIGINT NOT NULL, removed_in BIGINT, \
      PRIMARY KEY (ecosystem, name, feed, key, added_in))",
     "CREATE INDEX IF NOT EXISTS vuln_packages_record ON vuln_packages (feed, key)",
+    // A lookup's rows come from this index alone (no visit to the table for removed_in).
+    "CREATE INDEX IF NOT EXISTS vuln_packages_lookup ON vuln_packages \
+     (ecosystem, name, added_in, removed_in, feed, key)",
     "CREATE INDEX IF NOT EXISTS vuln_packages_added ON vuln_packages (added_in)",
     "CREATE INDEX IF NOT EXISTS vuln_packages_removed ON vuln_packages (removed_in) \
      WHERE removed_in IS NOT NULL",
@@ -61,8 +65,9 @@ const SCHEMA: &[&str] = &[
 /// last matched an older version matches everything again).
 const CHANGES_KEPT: i64 = 100;
 
-/// Rows of one statement of a batched write.
-const ROWS_PER_STATEMENT: usize = 400;
+/// Rows of one statement of a batched write (sqlx-sqlite looks each placeholder up by name in a
+/// list, so a statement costs the square of its placeholders: 100 rows of 5 or 6 stay cheap).
+const ROWS_PER_STATEMENT: usize = 100;
 
 /// The vulnerability database's store.
 #[derive(Clone)]
@@ -106,10 +111,13 @@ pub struct VulnLease {
 pub struct VulnRecordWrite {
     pub feed: String,
     pub key: String,
-    /// Hex digest of `body`: an unchanged record is not written again.
+    /// Hex digest of `body` and `info`: an unchanged record is not written again.
     pub hash: String,
-    /// The advisory as JSON.
+    /// What matching reads, as JSON (ids, packages and ranges, ratings).
     pub body: String,
+    /// What a report shows beside it, as JSON (summary, description, links): read only for
+    /// the records that matched.
+    pub info: String,
     /// The `(ecosystem, name)` of every package it names.
     pub packages: Vec<(String, String)>,
     /// Whether the feed has a current row for this key, which this one replaces (a new key
@@ -185,7 +193,10 @@ impl VulnStore {
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                  PRAGMA busy_timeout = 10000; PRAGMA cache_size = -8192;"
             } else {
-                "PRAGMA busy_timeout = 10000; PRAGMA cache_size = -2048;"
+                // Matches read thousands of records at random: through a map of the file
+                // (no read call per page; the pages are the OS's cache, not this process's).
+                "PRAGMA busy_timeout = 10000; PRAGMA cache_size = -2048; \
+                 PRAGMA mmap_size = 1073741824;"
             }
         };
         let pool = |write: bool, max: u32| {
@@ -406,22 +417,10 @@ impl VulnStore {
                     .map(|r| (&*r.feed, &*r.key)),
             )
             .await?;
-            let mut sql =
-                String::from("INSERT INTO vuln_records (feed, key, added_in, hash, body) VALUES ");
-            for i in 0..chunk.len() {
-                let b = i * 5;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5
-                ));
-            }
+            let sql = format!(
+                "INSERT INTO vuln_records (feed, key, added_in, hash, body, info) VALUES {}",
+                placeholders(chunk.len(), 6)
+            );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for r in chunk {
                 q = q
@@ -429,7 +428,8 @@ impl VulnStore {
                     .bind(&r.key)
                     .bind(lease.version)
                     .bind(&r.hash)
-                    .bind(&r.body);
+                    .bind(&r.body)
+                    .bind(&r.info);
             }
             q.execute(&mut *tx).await?;
             let packages: Vec<(&VulnRecordWrite, &(String, String))> = chunk
@@ -437,24 +437,11 @@ impl VulnStore {
                 .flat_map(|r| r.packages.iter().map(move |p| (r, p)))
                 .collect();
             for part in packages.chunks(ROWS_PER_STATEMENT) {
-                let mut sql = String::from(
-                    "INSERT INTO vuln_packages (ecosystem, name, feed, key, added_in) VALUES ",
+                let sql = format!(
+                    "INSERT INTO vuln_packages (ecosystem, name, feed, key, added_in) VALUES {} \
+                     ON CONFLICT DO NOTHING",
+                    placeholders(part.len(), 5)
                 );
-                for i in 0..part.len() {
-                    let b = i * 5;
-                    if i > 0 {
-                        sql.push(',');
-                    }
-                    sql.push_str(&format!(
-                        "(${}, ${}, ${}, ${}, ${})",
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4,
-                        b + 5
-                    ));
-                }
-                sql.push_str(" ON CONFLICT DO NOTHING");
                 let mut q = sqlx::query(AssertSqlSafe(sql));
                 for (r, (ecosystem, name)) in part {
                     q = q
@@ -653,6 +640,37 @@ impl VulnStore {
         Ok(out)
     }
 
+    /// The `info` (summary, description, links; JSON) of records, by `(feed, key)`, at
+    /// version `v`.
+    pub async fn info(
+        &self,
+        v: i64,
+        records: &[(String, String)],
+    ) -> Result<Vec<((String, String), String)>> {
+        let mut out = Vec::new();
+        for chunk in records.chunks(ROWS_PER_STATEMENT) {
+            let cond = (0..chunk.len())
+                .map(|i| format!("(r.feed = ${} AND r.key = ${})", 2 * i + 2, 2 * i + 3))
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            let sql = format!(
+                "SELECT r.feed, r.key, r.info FROM vuln_records r WHERE ({cond}) AND {}",
+                visible("r", 1)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(v);
+            for (feed, key) in chunk {
+                q = q.bind(feed).bind(key);
+            }
+            for row in q.fetch_all(&self.read).await? {
+                out.push((
+                    (row.try_get("feed")?, row.try_get("key")?),
+                    row.try_get("info")?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether version `v` has any record for `ecosystem` (a release with none is "not
     /// covered", not "no vulnerabilities").
     pub async fn covers(&self, v: i64, ecosystem: &str) -> Result<bool> {
@@ -715,6 +733,25 @@ impl VulnStore {
             .await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
+}
+
+/// `($1, $2, ...), ($k+1, ...)`: `rows` tuples of `width` placeholders.
+fn placeholders(rows: usize, width: usize) -> String {
+    let mut sql = String::new();
+    for row in 0..rows {
+        if row > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for col in 0..width {
+            if col > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", row * width + col + 1));
+        }
+        sql.push(')');
+    }
+    sql
 }
 
 /// Marks the current rows of `(feed, key)` pairs removed at version `v`.

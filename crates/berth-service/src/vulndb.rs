@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use berth_core::{Digest, RepoName};
 use berth_meta::{VulnStore, VulnVersion};
-use berth_scan::vulndb::Advisory;
 use berth_scan::vulndb::matching::{self, Finding, Summary, Target};
+use berth_scan::vulndb::{Advisory, Info};
 use berth_scan::{Coverage, Inventory};
 use serde::Serialize;
 
@@ -103,42 +103,45 @@ pub async fn match_inventory(
             .or_default()
             .insert(&t.name);
     }
-    // Advisories per (ecosystem, name), each parsed once.
-    let mut advisories: HashMap<(String, String), Vec<Arc<Advisory>>> = HashMap::new();
+    // Advisories per (ecosystem, name) with their (feed, key). Each ecosystem is looked up and
+    // parsed on its own, side by side (the records are parsed on blocking threads).
+    type Found = Vec<(Arc<RecordId>, Arc<Advisory>)>;
+    let mut advisories: HashMap<(String, String), Found> = HashMap::new();
     let mut covered = BTreeSet::new();
     if version > 0 {
-        // Parsed once per record, however many of the packages it names.
-        let mut parsed: HashMap<(String, String), Arc<Advisory>> = HashMap::new();
-        for (ecosystem, names) in &by_ecosystem {
-            if !store.covers(version, ecosystem).await? {
-                continue;
-            }
-            covered.insert(ecosystem.to_string());
+        let lookups = by_ecosystem.iter().map(|(ecosystem, names)| {
             let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-            for (name, record) in store.lookup(version, ecosystem, &names).await? {
-                let id = (record.feed, record.key);
-                let advisory = match parsed.get(&id) {
-                    Some(a) => a.clone(),
-                    None => {
-                        let a: Advisory = serde_json::from_str(&record.body).map_err(|e| {
-                            berth_meta::MetaError::Corrupt(format!(
-                                "vulnerability record {} of {}: {e}",
-                                id.1, id.0
-                            ))
-                        })?;
-                        let a = Arc::new(a);
-                        parsed.insert(id, a.clone());
-                        a
-                    }
-                };
-                advisories
-                    .entry((ecosystem.to_string(), name))
-                    .or_default()
-                    .push(advisory);
+            let ecosystem = ecosystem.to_string();
+            async move {
+                if !store.covers(version, &ecosystem).await? {
+                    return Ok(None);
+                }
+                let rows = store.lookup(version, &ecosystem, &names).await?;
+                let parsed = tokio::task::spawn_blocking(move || parse_records(rows))
+                    .await
+                    .map_err(|e| {
+                        berth_meta::MetaError::Corrupt(format!("parsing records: {e}"))
+                    })??;
+                Ok::<_, berth_meta::MetaError>(Some((ecosystem, parsed)))
             }
+        });
+        for (ecosystem, found) in futures_util::future::try_join_all(lookups)
+            .await?
+            .into_iter()
+            .flatten()
+        {
+            for (name, id, advisory) in found {
+                advisories
+                    .entry((ecosystem.clone(), name))
+                    .or_default()
+                    .push((id, advisory));
+            }
+            covered.insert(ecosystem);
         }
     }
     let mut findings = Vec::new();
+    // Which records' descriptions the findings need, per finding.
+    let mut described: Vec<Vec<Arc<RecordId>>> = Vec::new();
     for (i, t) in &targets {
         if !covered.contains(&t.ecosystem) {
             let reason = if version == 0 {
@@ -154,8 +157,32 @@ pub async fn match_inventory(
         let Some(list) = advisories.get(&(t.ecosystem.clone(), t.name.clone())) else {
             continue;
         };
-        let refs: Vec<&Advisory> = list.iter().map(|a| a.as_ref()).collect();
-        findings.extend(matching::findings(&inventory.packages[*i], t, &refs));
+        let refs: Vec<&Advisory> = list.iter().map(|(_, a)| a.as_ref()).collect();
+        for f in matching::findings(&inventory.packages[*i], t, &refs) {
+            described.push(f.merged.iter().map(|&m| list[m].0.clone()).collect());
+            findings.push(f);
+        }
+    }
+    // Summaries, descriptions and links: read for the records that matched only.
+    let wanted: BTreeSet<RecordId> = described
+        .iter()
+        .flatten()
+        .map(|id| (**id).clone())
+        .collect();
+    let wanted: Vec<RecordId> = wanted.into_iter().collect();
+    let mut infos: HashMap<RecordId, Info> = HashMap::new();
+    for (id, json) in store.info(version, &wanted).await? {
+        let info: Info = serde_json::from_str(&json).map_err(|e| {
+            berth_meta::MetaError::Corrupt(format!(
+                "vulnerability record {} of {}: {e}",
+                id.1, id.0
+            ))
+        })?;
+        infos.insert(id, info);
+    }
+    for (f, ids) in findings.iter_mut().zip(&described) {
+        let of: Vec<&Info> = ids.iter().filter_map(|id| infos.get(id.as_ref())).collect();
+        f.describe(&of);
     }
     findings.sort_by(|a, b| {
         b.severity
@@ -216,6 +243,36 @@ pub async fn status(store: &VulnStore) -> berth_meta::Result<DatabaseStatus> {
         feeds,
         ecosystems,
     })
+}
+
+/// A record's `(feed, key)`.
+type RecordId = (String, String);
+
+/// Parses looked-up records, each once however many names it came for: (name, id, advisory).
+fn parse_records(
+    rows: Vec<(String, berth_meta::VulnRecord)>,
+) -> berth_meta::Result<Vec<(String, Arc<RecordId>, Arc<Advisory>)>> {
+    let mut parsed: HashMap<RecordId, (Arc<RecordId>, Arc<Advisory>)> = HashMap::new();
+    let mut out = Vec::with_capacity(rows.len());
+    for (name, record) in rows {
+        let id = (record.feed, record.key);
+        let (id, advisory) = match parsed.get(&id) {
+            Some(found) => found.clone(),
+            None => {
+                let a: Advisory = serde_json::from_str(&record.body).map_err(|e| {
+                    berth_meta::MetaError::Corrupt(format!(
+                        "vulnerability record {} of {}: {e}",
+                        id.1, id.0
+                    ))
+                })?;
+                let found = (Arc::new(id.clone()), Arc::new(a));
+                parsed.insert(id, found.clone());
+                found
+            }
+        };
+        out.push((name, id, advisory));
+    }
+    Ok(out)
 }
 
 impl Registry {

@@ -21,7 +21,7 @@ use berth_core::cvss::{self, CvssVersion, Severity};
 use berth_core::version::{Scheme, Version};
 use serde::Serialize;
 
-use super::{Advisory, Affected, Event, RangeKind, Rating, RatingKind, Status};
+use super::{Advisory, Affected, Event, Info, RangeKind, Rating, RatingKind, Status};
 use super::{canonical_name, debian, ecosystem_base};
 use crate::{Ecosystem, OsRelease, Package};
 
@@ -192,26 +192,21 @@ impl Bound {
 /// ordering are left out of that range; an installed version that does not parse matches
 /// only the `versions` list.
 pub fn evaluate(affected: &Affected, installed: &str) -> Option<Hit> {
-    let listed_scheme = ecosystem_scheme(&affected.ecosystem);
-    let listed = affected.versions.iter().any(|v| {
-        v == installed
-            || listed_scheme.is_some_and(|s| {
-                matches!(
-                    (Version::parse(s, v), Version::parse(s, installed)),
-                    (Ok(a), Ok(b)) if a.compare(&b) == Some(Ordering::Equal)
-                )
-            })
-    });
     let mut in_range = false;
     let mut fixed: Option<Version> = None;
+    // The installed version, parsed once per ordering the ranges use.
+    let mut parsed: Option<(Scheme, Option<Version>)> = None;
     for range in &affected.ranges {
         let Some(scheme) = range_scheme(&affected.ecosystem, range.kind) else {
             continue;
         };
-        let Ok(v) = Version::parse(scheme, installed) else {
+        if parsed.as_ref().is_none_or(|(s, _)| *s != scheme) {
+            parsed = Some((scheme, Version::parse(scheme, installed).ok()));
+        }
+        let Some((_, Some(v))) = &parsed else {
             continue;
         };
-        let (hit, fix) = in_one_range(&range.events, scheme, &v);
+        let (hit, fix) = in_one_range(&range.events, scheme, v);
         if hit {
             in_range = true;
             if let Some(f) = fix
@@ -223,6 +218,17 @@ pub fn evaluate(affected: &Affected, installed: &str) -> Option<Hit> {
             }
         }
     }
+    // The explicit list, when no range said so: by text, then in the ecosystem's order
+    // (PEP 440's 1.0 is 1.0.0).
+    let listed = !in_range && !affected.versions.is_empty() && {
+        let scheme = ecosystem_scheme(&affected.ecosystem);
+        let mine = scheme.and_then(|s| Version::parse(s, installed).ok());
+        affected.versions.iter().any(|v| {
+            v == installed
+                || matches!((scheme, &mine), (Some(s), Some(m))
+                    if Version::parse(s, v).is_ok_and(|v| v.compare(m) == Some(Ordering::Equal)))
+        })
+    };
     if !listed && !in_range {
         return None;
     }
@@ -340,6 +346,29 @@ pub struct Finding {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     pub links: Vec<String>,
+    /// Which of the advisories given to [`findings`] merged into this one (their positions).
+    #[serde(skip)]
+    pub merged: Vec<usize>,
+}
+
+impl Finding {
+    /// Fills summary, description and links from the [`Info`] of the merged records (in the
+    /// order of `merged`), for records whose descriptive part was kept apart.
+    pub fn describe(&mut self, infos: &[&Info]) {
+        for info in infos {
+            if self.summary.is_none() {
+                self.summary = info.summary.clone();
+            }
+            if self.description.is_none() {
+                self.description = info.details.clone();
+            }
+            for link in &info.references {
+                if !self.links.contains(link) {
+                    self.links.push(link.clone());
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -354,6 +383,8 @@ pub struct CvssShown {
 
 /// A record that matched a package, with the entry that matched.
 struct Matched<'a> {
+    /// Its position among the advisories given.
+    index: usize,
     advisory: &'a Advisory,
     affected: &'a Affected,
     hit: Hit,
@@ -363,13 +394,14 @@ struct Matched<'a> {
 /// target), merged by alias.
 pub fn findings(package: &Package, target: &Target, advisories: &[&Advisory]) -> Vec<Finding> {
     let mut matched = Vec::new();
-    for advisory in advisories {
+    for (index, advisory) in advisories.iter().enumerate() {
         for affected in &advisory.affected {
             if affected.ecosystem != target.ecosystem || affected.name != target.name {
                 continue;
             }
             if let Some(hit) = evaluate(affected, &target.version) {
                 matched.push(Matched {
+                    index,
                     advisory,
                     affected,
                     hit,
@@ -516,6 +548,7 @@ fn finding(
         description: members.iter().find_map(|m| m.advisory.details.clone()),
         ratings,
         links,
+        merged: members.iter().map(|m| m.index).collect(),
     }
 }
 

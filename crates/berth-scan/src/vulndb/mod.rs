@@ -49,6 +49,29 @@ pub struct Advisory {
     pub affected: Vec<Affected>,
 }
 
+/// What a report shows of a record beside what matching reads: kept apart in the database
+/// so that a match reads and parses only the part it needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Info {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<String>,
+}
+
+impl Advisory {
+    /// Takes the descriptive part out (see [`Info`]).
+    pub fn take_info(&mut self) -> Info {
+        Info {
+            summary: self.summary.take(),
+            details: self.details.take(),
+            references: std::mem::take(&mut self.references),
+        }
+    }
+}
+
 /// A severity as a record states it: a CVSS vector, or a word of the distribution or GHSA.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rating {

@@ -383,7 +383,8 @@ async fn an_sbom_pushed_beside_the_image_is_listed_by_the_referrers_api() {
 fn write_records(dir: &std::path::Path) {
     std::fs::write(
         dir.join("debian.json"),
-        br#"{"util-linux": {"CVE-2099-1": {"releases": {"bookworm": {"status": "open",
+        br#"{"util-linux": {"CVE-2099-1": {"description": "util-linux is open on bookworm",
+            "releases": {"bookworm": {"status": "open",
             "urgency": "low", "nodsa_reason": "ignored"}}}}}"#,
     )
     .unwrap();
@@ -472,6 +473,12 @@ async fn vulnerabilities_are_matched_against_the_imported_database() {
     assert_eq!(bsd.get("fixed_version"), None);
     assert_eq!(bsd["severity"], "low");
     assert_eq!(bsd["severity_source"], "debian");
+    // Descriptions and links are kept apart from what matching reads, and joined back.
+    assert_eq!(
+        bsd["links"],
+        json!(["https://security-tracker.debian.org/tracker/CVE-2099-1"])
+    );
+    assert_eq!(bsd["description"], "util-linux is open on bookworm");
     assert_eq!(
         got["summary"],
         json!({"total": 2, "fixable": 1, "by_severity": {"low": 1, "high": 1}})
