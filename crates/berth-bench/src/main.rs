@@ -17,6 +17,7 @@ mod scan;
 mod scenarios;
 mod servers;
 mod stats;
+mod vulndb;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,7 +35,10 @@ use clap::Parser;
 /// `postgres` scenario starts berths of its own on SQLite, on PostgreSQL, and three nodes
 /// sharing one PostgreSQL database (--postgres-url), and prints them side by side. The `scan`
 /// scenario times berth's package inventory of an image beside `zcat | tar -t` over its layers
-/// and beside syft, and samples berth's RSS while it walks a large layer.
+/// and beside syft, and samples berth's RSS while it walks a large layer. The `vulndb` scenario
+/// imports a generated vulnerability database of 500,000 records in the benchmark's own
+/// process (on SQLite, and on PostgreSQL with --postgres-url) and matches an inventory of
+/// 1,000 packages against it.
 ///
 /// Targets are printed beside the figures, never asserted. The exit status is 1 when the
 /// benchmark could not run or when any request failed (wrong status, size or digest).
@@ -67,7 +71,7 @@ pub struct Cli {
     #[arg(long)]
     pub runs: Option<usize>,
     /// Only these scenarios (comma-separated): push, pull, small, manifests, tags, mixed, gc,
-    /// startup, postgres, limits, scan; or some parts of postgres: postgres:small,
+    /// startup, postgres, limits, scan, vulndb; or some parts of postgres: postgres:small,
     /// postgres:manifests, postgres:tagmove; or some loads of limits: limits:silent,
     /// limits:slowloris, limits:uploads, limits:logins.
     #[arg(long, value_delimiter = ',')]
@@ -75,7 +79,8 @@ pub struct Cli {
     /// A PostgreSQL server on loopback for the postgres scenario (SQLite against PostgreSQL, 1
     /// and 3 nodes), as a URL whose role may create databases, e.g.
     /// postgres://postgres@127.0.0.1:5432/postgres. The scenario creates databases of its own
-    /// there and drops them at the end. Without it, the scenario is skipped.
+    /// there and drops them at the end. Without it, the scenario is skipped. The vulndb
+    /// scenario also imports there, in a schema of its own (dropped at the end).
     #[arg(
         long,
         value_name = "URL",

@@ -416,7 +416,7 @@ async fn run_all(ctx: &mut Ctx) -> anyhow::Result<()> {
     }
     type Step =
         for<'a> fn(&'a mut Ctx) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>;
-    let steps: [(&str, Step); 11] = [
+    let steps: [(&str, Step); 12] = [
         ("push", |c| Box::pin(push(c))),
         ("pull", |c| Box::pin(pull(c))),
         ("small", |c| Box::pin(small(c))),
@@ -428,6 +428,7 @@ async fn run_all(ctx: &mut Ctx) -> anyhow::Result<()> {
         ("postgres", |c| Box::pin(postgres(c))),
         ("limits", |c| Box::pin(limits(c))),
         ("scan", |c| Box::pin(scan(c))),
+        ("vulndb", |c| Box::pin(vulndb(c))),
     ];
     for (name, step) in steps {
         if !wants(&ctx.cli, name) {
@@ -1784,6 +1785,26 @@ async fn scan(ctx: &mut Ctx) -> anyhow::Result<()> {
     result
 }
 
+/// The vulndb scenario (vulndb.rs), in the benchmark's own process.
+async fn vulndb(ctx: &mut Ctx) -> anyhow::Result<()> {
+    let env = crate::vulndb::Env {
+        work: ctx.work.join("vulndb"),
+        plan: crate::vulndb::Plan::new(ctx.plan.quick),
+        postgres_url: ctx
+            .cli
+            .postgres_url
+            .clone()
+            .filter(|u| !u.trim().is_empty()),
+        nonce: ctx.nonce,
+    };
+    let result = crate::vulndb::run(&env, &mut ctx.m).await;
+    // Its sources and database are large: leave the disk as it was (unless --keep).
+    if !ctx.cli.keep {
+        let _ = std::fs::remove_dir_all(&env.work);
+    }
+    result
+}
+
 fn write_json(ctx: &Ctx, rows: &[Row], pg_rows: Option<serde_json::Value>) -> anyhow::Result<()> {
     let raw: serde_json::Map<String, serde_json::Value> = ctx
         .m
@@ -1821,6 +1842,7 @@ fn write_json(ctx: &Ctx, rows: &[Row], pg_rows: Option<serde_json::Value>) -> an
         "limits_plan": crate::limits::Plan::new(ctx.plan.quick).json(),
         "postgres_plan": crate::postgres::Plan::new(ctx.plan.quick, ctx.plan.runs).json(),
         "scan_plan": crate::scan::Plan::new(ctx.plan.quick, ctx.plan.runs).json(),
+        "vulndb_plan": crate::vulndb::Plan::new(ctx.plan.quick).json(),
         "machine": {
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "cpu": cpu,
@@ -2462,6 +2484,7 @@ fn rows(ctx: &Ctx) -> Vec<Row> {
     }
     rows.extend(crate::limits::rows(m, p.quick, judge));
     rows.extend(crate::scan::rows(m, p.quick, p.runs, judge));
+    rows.extend(crate::vulndb::rows(m, p.quick, judge));
     if !ctx.cli.only.is_empty() {
         // The scenarios left out have no figures: leave their rows out too.
         rows.retain(|r| {

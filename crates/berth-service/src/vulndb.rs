@@ -248,10 +248,11 @@ pub async fn status(store: &VulnStore) -> berth_meta::Result<DatabaseStatus> {
 /// A record's `(feed, key)`.
 type RecordId = (String, String);
 
+/// A looked-up record: the name it was found for, its id, the advisory.
+type Parsed = (String, Arc<RecordId>, Arc<Advisory>);
+
 /// Parses looked-up records, each once however many names it came for: (name, id, advisory).
-fn parse_records(
-    rows: Vec<(String, berth_meta::VulnRecord)>,
-) -> berth_meta::Result<Vec<(String, Arc<RecordId>, Arc<Advisory>)>> {
+fn parse_records(rows: Vec<(String, berth_meta::VulnRecord)>) -> berth_meta::Result<Vec<Parsed>> {
     let mut parsed: HashMap<RecordId, (Arc<RecordId>, Arc<Advisory>)> = HashMap::new();
     let mut out = Vec::with_capacity(rows.len());
     for (name, record) in rows {

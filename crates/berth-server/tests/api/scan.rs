@@ -431,13 +431,9 @@ async fn vulnerabilities_are_matched_against_the_imported_database() {
     write_records(records.path());
     let store = app.registry.vuln_store().await.unwrap();
     let opts = berth_jobs::vulndb::ImportOptions::from_config(&Default::default(), "test");
-    let report = berth_jobs::vulndb::import(
-        store,
-        &[records.path().display().to_string()],
-        &opts,
-    )
-    .await
-    .unwrap();
+    let report = berth_jobs::vulndb::import(store, &[records.path().display().to_string()], &opts)
+        .await
+        .unwrap();
     assert_eq!((report.version, report.added), (1, 3));
 
     let r = app.get(&url).await;
@@ -456,7 +452,10 @@ async fn vulnerabilities_are_matched_against_the_imported_database() {
         json!(["CVE-2099-5", "GHSA-aaaa-bbbb-cccc", "PYSEC-2099-7"])
     );
     assert_eq!(six["package"], "six");
-    assert_eq!(six["fixed_version"], "1.17.0", "the fix of every merged record");
+    assert_eq!(
+        six["fixed_version"], "1.17.0",
+        "the fix of every merged record"
+    );
     assert_eq!(six["status"], "fixed");
     assert_eq!(six["severity"], "high");
     assert_eq!(six["severity_source"], "ghsa");
