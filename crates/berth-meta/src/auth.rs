@@ -639,14 +639,21 @@ impl MetaStore {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    /// Adds a signing key, newer than every key there: its `created_at` is now, or one past
+    /// the newest key's when that is not earlier (two keys made in one millisecond would
+    /// otherwise be ordered by their random kid, and a rotation might not sign).
     pub async fn add_token_key(&self, kid: &str, secret: &[u8]) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("INSERT INTO token_keys (kid, secret, created_at) VALUES ($1, $2, $3)")
-            .bind(kid)
-            .bind(secret)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO token_keys (kid, secret, created_at) \
+             SELECT $1, $2, CASE WHEN COALESCE(MAX(created_at), 0) >= $3 \
+             THEN MAX(created_at) + 1 ELSE $3 END FROM token_keys",
+        )
+        .bind(kid)
+        .bind(secret)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -1311,3 +1311,17 @@ async fn events_keep_their_order_and_consumers_their_place_after_a_restore() {
         "a new event comes after the restored ones"
     );
 }
+
+on_both_dialects! {
+    /// The key added last signs, even when keys are added within one millisecond (they were
+    /// then ordered by their random kid, and a rotation could leave the old key signing).
+    async fn the_newest_token_key_is_first(m) {
+        for i in 0..30 {
+            // Later keys have smaller kids: a tie on created_at would put an older key first.
+            let kid = format!("k{:02}", 29 - i);
+            m.add_token_key(&kid, b"secret").await.unwrap();
+            let keys = m.token_keys().await.unwrap();
+            assert_eq!(keys[0].0, kid, "after adding {kid}: {:?}", keys.iter().map(|k| &k.0).collect::<Vec<_>>());
+        }
+    }
+}
