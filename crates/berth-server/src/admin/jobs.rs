@@ -45,8 +45,17 @@ pub async fn start_scrub(State(app): State<AppState>, caller: Caller) -> ApiResu
     queue(&app, caller, JobRequest::Scrub(ScrubOptions::default())).await
 }
 
-/// `POST /api/v1/vulndb/sync`: queues an import of `vulndb.sources`.
+/// `POST /api/v1/vulndb/sync`: queues an import of `vulndb.sources` (409 when none are
+/// configured: the job could only fail).
 pub async fn start_vulndb_sync(State(app): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    app.registry.require_admin(&caller.0)?;
+    if app.registry.config.vulndb.sources.is_empty() {
+        return Err(berth_service::Error::conflict(
+            "vulndb.sources is empty: nothing to sync (import files with `berth vulndb import`, \
+             or configure sources)",
+        )
+        .into());
+    }
     queue(
         &app,
         caller,

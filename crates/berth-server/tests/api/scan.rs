@@ -517,3 +517,38 @@ async fn vulnerabilities_are_matched_against_the_imported_database() {
         .await
         .assert_status(StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[tokio::test]
+async fn a_sync_without_sources_is_refused_and_with_them_queued() {
+    let app = App::new().await;
+    let r = app
+        .send(
+            axum::http::Request::post("/api/v1/vulndb/sync")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    r.assert_status(StatusCode::CONFLICT);
+    let body = r.json();
+    assert_eq!(body["errors"][0]["code"], "CONFLICT", "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("vulndb.sources"),
+        "{body}"
+    );
+    let records = tempfile::tempdir().unwrap();
+    write_records(records.path());
+    let dir = records.path().display().to_string();
+    let app = App::with_config(|c| c.vulndb.sources = vec![dir]).await;
+    let r = app
+        .send(
+            axum::http::Request::post("/api/v1/vulndb/sync")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    r.assert_status(StatusCode::ACCEPTED);
+    assert!(r.json()["job"].as_i64().is_some());
+}
