@@ -10,6 +10,7 @@
 //! published at the end in one transaction; any error before that leaves the published
 //! version as it was.
 
+use std::collections::hash_map::Entry as Slot;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -318,11 +319,6 @@ async fn write_all(
     let mut batch: Vec<VulnRecordWrite> = Vec::with_capacity(BATCH);
     let mut feeds = BTreeSet::new();
     while let Some(entry) = rx.recv().await {
-        if !live.contains_key(&entry.feed) {
-            let hashes = store.live_hashes(&entry.feed).await?;
-            live.insert(entry.feed.clone(), hashes);
-            feeds.insert(entry.feed.clone());
-        }
         let mut advisory = entry.advisory;
         let info = advisory.take_info();
         let unwritable = |e: serde_json::Error| ImportError::Source(format!("{}: {e}", entry.key));
@@ -339,7 +335,13 @@ async fn write_all(
             report.duplicates += 1;
             continue;
         }
-        let feed_live = live.get_mut(&entry.feed).expect("loaded above");
+        let feed_live = match live.entry(entry.feed.clone()) {
+            Slot::Occupied(o) => o.into_mut(),
+            Slot::Vacant(v) => {
+                feeds.insert(entry.feed.clone());
+                v.insert(store.live_hashes(&entry.feed).await?)
+            }
+        };
         let replaces = match feed_live.remove(&entry.key) {
             Some(old) if old == hash => {
                 report.unchanged += 1;
