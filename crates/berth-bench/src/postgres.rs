@@ -179,7 +179,7 @@ impl Drop for Database {
 }
 
 /// Runs one statement with `psql` and returns what it printed.
-fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
+pub(crate) fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
     let out = Command::new("psql")
         .args([
             "-X",
@@ -225,7 +225,7 @@ fn database_url(url: &str, db: &str) -> anyhow::Result<String> {
 
 /// Fails unless every host of the URL is a loopback address, `localhost`, or none (a local
 /// socket): the benchmark sends traffic to loopback only.
-fn check_loopback(url: &str) -> anyhow::Result<()> {
+pub(crate) fn check_loopback(url: &str) -> anyhow::Result<()> {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let main = rest.split(['/', '?']).next().unwrap_or(rest);
     let hosts = main.rsplit_once('@').map_or(main, |(_, h)| h);

@@ -31,7 +31,6 @@ use std::fs::File;
 use std::future::Future;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -42,6 +41,7 @@ use berth_scan::vulndb::{canonical_ecosystem, canonical_name, matching};
 use berth_scan::{Coverage, Ecosystem, Inventory, OsRelease, Package, SourcePackage};
 use serde_json::{Map, Value, json};
 
+use crate::postgres::{check_loopback, psql};
 use crate::report::{Cell, Metrics, Row};
 use crate::servers;
 use crate::stats::{MIB, Rng, ms, percentile};
@@ -732,55 +732,6 @@ impl Drop for Schema {
             eprintln!("!! dropping the schema {}: {e:#}", self.name);
         }
     }
-}
-
-/// Runs one statement with `psql` and returns what it printed.
-fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            url,
-            "-c",
-            sql,
-        ])
-        .env("PGCONNECT_TIMEOUT", "10")
-        .output()
-        .context("running psql (Debian's postgresql-client)")?;
-    ensure!(
-        out.status.success(),
-        "psql {sql:?}: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// Fails unless the URL's host is a loopback address, `localhost`, or none (a local socket).
-fn check_loopback(url: &str) -> anyhow::Result<()> {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let main = rest.split(['/', '?']).next().unwrap_or(rest);
-    let hosts = main.rsplit_once('@').map_or(main, |(_, h)| h);
-    for host in hosts.split(',') {
-        let name = match host.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or(v6),
-            None => host.split(':').next().unwrap_or(host),
-        };
-        let local = name.is_empty()
-            || name == "localhost"
-            || name
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        ensure!(
-            local,
-            "{name}: the benchmark only talks to loopback; give a PostgreSQL on 127.0.0.1"
-        );
-    }
-    Ok(())
 }
 
 // ---- The sources -------------------------------------------------------------------------
